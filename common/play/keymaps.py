@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-LATENT_KEYS = "1234567890qwertyuiopzxcvbnm"
+LATENT_KEYS = "1234567890qwrtyuiopzxcvbn"  # no e, h, m: those are player controls
 
 ATARI_KEYS = {"w": "UP", "a": "LEFT", "s": "DOWN", "d": "RIGHT", "space": "FIRE"}
 PROCGEN_KEYS = {"up": "UP", "left": "LEFT", "down": "DOWN", "right": "RIGHT", "space": "UP"}

@@ -1,0 +1,39 @@
+"""OmegaConf resolvers used by the configs; imported by every entry point before composing.
+
+- `${wp_root:}`: the repository root (data/ and outputs/ default below it).
+- `${wp_num_actions:source,game}`: the environment's action count, so `data.num_actions` is always right
+  for the chosen game (Atari's minimal action sets differ per game).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+
+@lru_cache(maxsize=None)
+def num_actions(source: str, game: str | None = None) -> int:
+    if source == "procgen":
+        return 15
+    if source == "crafter":
+        return 17
+    from common.data.envs import make_env
+
+    env = make_env(source, game)
+    env.close()
+    return env.num_actions
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("wp_root"):
+        OmegaConf.register_new_resolver("wp_root", lambda: str(ROOT))
+    if not OmegaConf.has_resolver("wp_num_actions"):
+        OmegaConf.register_new_resolver("wp_num_actions", lambda s, g=None: num_actions(s, g))
+
+
+register_resolvers()

@@ -1,0 +1,80 @@
+"""Action sources for headless play and the random mode of the player: random, a fixed sequence, a file.
+
+`policy=random` draws uniformly; `policy=dataset` replays the real actions of the held-out episode;
+`policy=file:PATH` replays actions stored in PATH (.npy, .json list, or text with one integer per line /
+whitespace separated). Every action is checked against the model's action count (one-line errors).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+
+class RandomPolicy:
+    """Uniform actions in [0, num_actions) from a seeded generator."""
+
+    def __init__(self, num_actions: int, seed: int = 0) -> None:
+        self.num_actions = num_actions
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, step: int) -> int:
+        return int(self.rng.integers(self.num_actions))
+
+
+class SequencePolicy:
+    """Replays a fixed action sequence; `len()` is how many steps it can drive."""
+
+    def __init__(self, actions: np.ndarray, name: str = "sequence") -> None:
+        self.actions = np.asarray(actions, dtype=np.int64).reshape(-1)
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.actions)
+
+    def __call__(self, step: int) -> int:
+        if step >= len(self.actions):
+            raise ValueError(f"{self.name}: only {len(self.actions)} actions, step {step} asked for more")
+        return int(self.actions[step])
+
+
+def load_actions(path: str | Path, num_actions: int) -> np.ndarray:
+    """Read an action file (.npy, .json, or text of integers) -> int64 (T,), each in [0, num_actions)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"action file not found: {path}")
+    try:
+        if path.suffix == ".npy":
+            actions = np.load(path, allow_pickle=False)
+        elif path.suffix == ".json":
+            actions = np.asarray(json.loads(path.read_text()))
+        else:
+            actions = np.asarray(path.read_text().split(), dtype=np.float64)
+    except (ValueError, OSError) as e:
+        raise ValueError(f"{path}: not a list of integer actions ({e})") from None
+    actions = np.asarray(actions).reshape(-1)
+    if actions.size == 0:
+        raise ValueError(f"{path}: no actions in file")
+    if not np.all(np.mod(actions, 1) == 0):
+        raise ValueError(f"{path}: actions must be integers")
+    actions = actions.astype(np.int64)
+    bad = actions[(actions < 0) | (actions >= num_actions)]
+    if bad.size:
+        raise ValueError(f"{path}: action {bad[0]} out of range, this model has {num_actions} (0..{num_actions - 1})")
+    return actions
+
+
+def make_policy(spec: str, num_actions: int, seed: int = 0, dataset_actions: np.ndarray | None = None):
+    """`random` | `dataset` | `file:PATH` -> a callable step -> action."""
+    if spec == "random":
+        return RandomPolicy(num_actions, seed)
+    if spec == "dataset":
+        if dataset_actions is None:
+            raise ValueError("policy=dataset needs context=dataset (the held-out episode's actions)")
+        return SequencePolicy(dataset_actions, "dataset episode")
+    if spec.startswith("file:"):
+        path = spec.removeprefix("file:")
+        return SequencePolicy(load_actions(path, num_actions), path)
+    raise ValueError(f"policy={spec!r}: expected random, dataset or file:PATH")

@@ -36,7 +36,7 @@ def dataset_dir(ckpt: dict[str, Any], checkpoint_path: str | Path, data_dir: str
     hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "name" not in hp:
         raise ValueError(
-            f"{checkpoint_path}: no datamodule hyperparameters (dataset unknown); pass context=env or data_dir=DIR"
+            f"{checkpoint_path}: no datamodule hyperparameters (dataset unknown); use context=env or data_dir="
         )
     root = data_dir if data_dir is not None else hp.get("root")
     if root is None:
@@ -58,7 +58,9 @@ class DatasetContext:
         episodes = self.dataset.episodes(split=split)
         self.episodes = [ep for ep in episodes if ep.length > context_length]
         if not self.episodes:
-            raise ValueError(f"{self.root}: no {split} episode longer than the context ({context_length} frames)")
+            raise ValueError(
+                f"{self.root}: no {split} episode longer than the context ({context_length} frames)"
+            )
         manifest = self.dataset.manifest
         self.source: str | None = manifest.get("source")
         self.game: str | None = manifest.get("game")
@@ -92,7 +94,9 @@ def env_context(env, seed: int, context_length: int, noop: int = 0, attempts: in
         if not done:
             actions = np.full(context_length, noop, dtype=np.int64)
             return Context(np.stack(frames).astype(np.uint8), actions, s)
-    raise RuntimeError(f"{attempts} episodes from seed {seed} ended within the {context_length} context frames")
+    raise RuntimeError(
+        f"{attempts} episodes from seed {seed} ended within the {context_length} context frames"
+    )
 
 
 def replay(env, context: Context) -> np.ndarray:

@@ -62,7 +62,9 @@ def load_actions(path: str | Path, num_actions: int) -> np.ndarray:
     actions = actions.astype(np.int64)
     bad = actions[(actions < 0) | (actions >= num_actions)]
     if bad.size:
-        raise ValueError(f"{path}: action {bad[0]} out of range, this model has {num_actions} (0..{num_actions - 1})")
+        raise ValueError(
+            f"{path}: action {bad[0]} out of range, this model has {num_actions} (0..{num_actions - 1})"
+        )
     return actions
 
 

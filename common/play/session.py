@@ -84,7 +84,9 @@ class Session:
         view: str = "model",
     ) -> None:
         if context is None and make_env is None:
-            raise ValueError("no context: pass a dataset (context=dataset) or a real environment (context=env)")
+            raise ValueError(
+                "no context: pass a dataset (context=dataset) or a real environment (context=env)"
+            )
         self.world_model = world_model
         self.keymap = keymap
         self.env_keymap = env_keymap
@@ -149,7 +151,9 @@ class Session:
             self.context = self.context_source(self.episode)
             env_frame = self._replay_env(self.context)
         else:
-            self.context = env_context(self.env, self.seed + self.episode, self.world_model.context_length, noop)
+            self.context = env_context(
+                self.env, self.seed + self.episode, self.world_model.context_length, noop
+            )
             env_frame = self.context.frames[-1]
         frames = torch.from_numpy(self.context.frames).to(self.device)[None]
         actions = None if self.latent else torch.from_numpy(self.context.actions).to(self.device)[None]
@@ -244,10 +248,9 @@ class Session:
             self.env_error = f"{type(e).__name__}: {e}"
             if self.context_source is None:
                 raise
-            if self.latent is False and self.env_keymap is None:
-                self.message = f"no real environment ({self.env_error})"
+            self.message = f"no real environment ({self.env_error})"
         if self.env is not None and self.latent:
-            self.random_env = RandomPolicy(self.env_keymap.action_meanings.__len__(), self.seed + 1)
+            self.random_env = RandomPolicy(len(self.env_keymap.action_meanings), self.seed + 1)
 
     def _replay_env(self, context: Context) -> np.ndarray | None:
         if self.env is None:

@@ -36,7 +36,7 @@ def dataset_dir(ckpt: dict[str, Any], checkpoint_path: str | Path, data_dir: str
     hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "name" not in hp:
         raise ValueError(
-            f"{checkpoint_path}: no datamodule hyperparameters (dataset unknown); use context=env or data_dir="
+            f"{checkpoint_path}: no datamodule hyperparameters: dataset unknown, use context=env or data_dir"
         )
     root = data_dir if data_dir is not None else hp.get("root")
     if root is None:

@@ -173,7 +173,7 @@ class Session:
         self._pending_reset = False
 
     def tick(self, pressed: Sequence[str] = ()) -> bool:
-        """Advance one step unless paused. pressed: key names held, in press order. Returns whether it stepped."""
+        """Advance one step unless paused. pressed: key names held, in press order. True if it stepped."""
         if self._pending_reset:
             self.reset()
             return False

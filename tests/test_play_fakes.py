@@ -13,6 +13,7 @@ from common.play.context import Context
 from common.world_model import Step, check_actions
 
 BREAKOUT = ["NOOP", "FIRE", "RIGHT", "LEFT"]
+PROCGEN_FAKE = ["NOOP", "LEFT", "RIGHT", "UP"]  # 4 of procgen's names, for a 4-action fake
 
 
 def pattern(seed: int, shape=(64, 64, 3)) -> np.ndarray:

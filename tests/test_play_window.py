@@ -1,0 +1,95 @@
+"""A scripted pygame session (SDL dummy driver, synthetic key events): reset, step, pause, switch, quit."""
+
+import os
+
+import pytest
+from test_play_fakes import BREAKOUT, PROCGEN_FAKE, FakeEnv, FakeWorldModel, fake_context
+
+os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
+pygame = pytest.importorskip("pygame")
+
+from common.play.keymaps import keymap_for  # noqa: E402
+from common.play.session import Session  # noqa: E402
+from common.play.window import Window  # noqa: E402
+
+
+def key(k, up=False, mod=0):
+    kind = pygame.KEYUP if up else pygame.KEYDOWN
+    pygame.event.post(pygame.event.Event(kind, key=k, mod=mod))
+
+
+def window(source="atari", meanings=BREAKOUT):
+    session = Session(FakeWorldModel(), keymap_for(source, meanings, 4), fake_context(), FakeEnv)
+    return Window(session, "fake", size=128, fps=1000)
+
+
+def test_scripted_session():
+    w = window()
+    s = w.session
+    w.update()  # a first step with no key: NOOP
+    assert s.step_count == 1 and s.status().action == "NOOP"
+    key(pygame.K_RETURN)
+    w.update()  # reset, then a step
+    assert s.episode == 1 and s.step_count == 1
+    key(pygame.K_d)
+    w.update()
+    assert s.status().action == "RIGHT" and w.pressed == ["d"]
+    key(pygame.K_d, up=True)
+    key(pygame.K_PERIOD)
+    w.update()
+    assert s.paused and s.step_count == 2
+    w.update()
+    assert s.step_count == 2
+    key(pygame.K_e)
+    w.update()
+    assert s.step_count == 3
+    key(pygame.K_RIGHT)
+    w.update()
+    assert s.view == "env"
+    key(pygame.K_h)
+    w.update()
+    assert s.show_help
+    key(pygame.K_UP)
+    w.update()
+    assert s.max_steps == 2000
+    key(pygame.K_m)
+    key(pygame.K_PERIOD)
+    w.update()
+    assert s.policy == "random" and not s.paused
+    key(pygame.K_ESCAPE)
+    w.run()  # returns on Esc
+    assert not s.running
+
+
+def test_arrows_of_the_game_need_ctrl_for_controls():
+    w = window("procgen", PROCGEN_FAKE)
+    s = w.session
+    key(pygame.K_RIGHT)
+    w.update()
+    assert s.view == "model" and s.status().action == "RIGHT"
+    key(pygame.K_RIGHT, up=True)
+    key(pygame.K_RIGHT, mod=pygame.KMOD_LCTRL)
+    w.update()
+    assert s.view == "env"
+    key(pygame.K_ESCAPE)
+    w.run()
+
+
+def test_header_and_help_text():
+    w = window()
+    w.update()
+    lines = w.header_lines()
+    assert "WORLD MODEL" in lines[0] and "step 1/" in lines[1] and "reward" in lines[2] and "done" in lines[2]
+    help_lines = Window.help_lines(keymap_for(None, None, 4, latent=True), keymap_for("atari", BREAKOUT, 4))
+    assert any("latent 3" in line for line in help_lines) and any("FIRE" in line for line in help_lines)
+    key(pygame.K_ESCAPE)
+    w.run()
+
+
+def test_no_display_is_a_one_line_error(monkeypatch):
+    for var in ("DISPLAY", "WAYLAND_DISPLAY", "SDL_VIDEODRIVER"):
+        monkeypatch.delenv(var, raising=False)
+    session = Session(FakeWorldModel(), keymap_for("atari", BREAKOUT, 4), fake_context())
+    with pytest.raises(RuntimeError, match="no display: use record="):
+        Window(session, "fake")

@@ -1,0 +1,269 @@
+"""DiamondModule: trains DIAMOND's denoiser and reward/termination model together on clips.
+
+One optimiser step updates both networks (their parameters are disjoint, so summing the losses equals
+DIAMOND's two separate AdamW optimisers), with DIAMOND's per-network gradient-norm clipping, weight
+decay on weight matrices only, and a linear learning-rate warm-up stepped per step.
+
+Batch (from common.data): frames uint8 (B, T, H, W, C), actions long (B, T), rewards float (B, T),
+terminals bool (B, T); action t leads from frame t to t+1. Optional `mask` bool (B, T): frame t is real.
+The denoiser learns p(frame t+n | frames t..t+n-1, actions t..t+n-1) on `denoiser_windows` random
+windows per clip (n = context_length); the reward/end model sees every transition of the clip.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from common.checkpoint import FamilyCheckpoint
+from common.metrics import rollout_metrics
+from diamond.denoiser import Denoiser, sample_sigma
+from diamond.reward_end import RewEndModel
+from diamond.sampler import DiffusionSampler
+from diamond.unet import InnerModel
+
+
+def frames_to_model(frames: Tensor) -> Tensor:
+    """uint8 (..., H, W, C) -> float (..., C, H, W) on DIAMOND's grid k / 255 * 2 - 1."""
+    return rearrange(frames, "... h w c -> ... c h w").float().div(255).mul(2).sub(1)
+
+
+def frames_from_model(x: Tensor) -> Tensor:
+    """float (..., C, H, W) in [-1, 1] -> uint8 (..., H, W, C)."""
+    x = x.clamp(-1, 1).add(1).div(2).mul(255).round().to(torch.uint8)
+    return rearrange(x, "... c h w -> ... h w c")
+
+
+def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int) -> Tensor:
+    """Counts for a micro F1 over the classes other than `zero_class`: [true positives, predicted, actual]."""
+    tp = ((pred == target) & (target != zero_class)).sum()
+    return torch.stack([tp, (pred != zero_class).sum(), (target != zero_class).sum()]).float()
+
+
+class DiamondModule(FamilyCheckpoint, L.LightningModule):
+    family = "diamond"
+    stage = "world_model"
+
+    def __init__(
+        self,
+        num_actions: int,
+        frame_size: int = 64,
+        img_channels: int = 3,
+        context_length: int = 4,
+        # denoiser network (DIAMOND Atari: cond 256, depths [2,2,2,2], channels [64,64,64,64])
+        cond_channels: int = 256,
+        depths: list[int] = (2, 2, 2, 2),
+        channels: list[int] = (64, 64, 64, 64),
+        attn_depths: list[bool] = (False, False, False, False),
+        # EDM
+        sigma_data: float = 0.5,
+        sigma_offset_noise: float = 0.3,
+        train_sigma_loc: float = -0.4,
+        train_sigma_scale: float = 1.2,
+        train_sigma_min: float = 2e-3,
+        train_sigma_max: float = 20.0,
+        denoiser_windows: int | None = 1,
+        # reward / termination model
+        rew_lstm_dim: int = 512,
+        rew_cond_channels: int = 128,
+        rew_depths: list[int] = (2, 2, 2, 2),
+        rew_channels: list[int] = (32, 32, 32, 32),
+        rew_attn_depths: list[bool] = (False, False, False, False),
+        # sampler used by world_model()
+        num_steps_denoising: int = 3,
+        sampler_sigma_min: float = 2e-3,
+        sampler_sigma_max: float = 5.0,
+        sampler_rho: float = 7,
+        sampler_order: int = 1,
+        # optimisation
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        warmup_steps: int = 100,
+        max_grad_norm_denoiser: float = 1.0,
+        max_grad_norm_rew_end: float = 100.0,
+        # evaluation
+        rollout_horizon: int = 8,
+    ) -> None:
+        super().__init__()
+        # plain containers in hparams: checkpoints stay loadable with weights_only=True
+        depths, channels, attn_depths = list(depths), list(channels), [bool(a) for a in attn_depths]
+        rew_depths, rew_channels = list(rew_depths), list(rew_channels)
+        rew_attn_depths, betas = [bool(a) for a in rew_attn_depths], [float(b) for b in betas]
+        self.save_hyperparameters()
+        inner = InnerModel(
+            img_channels, context_length, cond_channels, depths, channels, attn_depths, num_actions
+        )
+        self.denoiser = Denoiser(inner, sigma_data, sigma_offset_noise)
+        self.rew_end_model = RewEndModel(
+            img_channels,
+            frame_size,
+            num_actions,
+            rew_lstm_dim,
+            rew_cond_channels,
+            rew_depths,
+            rew_channels,
+            rew_attn_depths,
+        )
+        self._f1_counts: dict[str, Tensor] = {}
+
+    # ----------------------------------------------------------------------------------------- inference
+    def sampler(self) -> DiffusionSampler:
+        hp = self.hparams
+        return DiffusionSampler(
+            self.denoiser,
+            hp.num_steps_denoising,
+            hp.sampler_sigma_min,
+            hp.sampler_sigma_max,
+            hp.sampler_rho,
+            hp.sampler_order,
+        )
+
+    def world_model(self):
+        """A DiamondWorldModel over the current weights (shared, not copied)."""
+        from diamond.world_model import DiamondWorldModel
+
+        hp = self.hparams
+        return DiamondWorldModel(
+            self.denoiser,
+            self.rew_end_model,
+            self.sampler(),
+            hp.num_actions,
+            (hp.frame_size, hp.frame_size, hp.img_channels),
+        )
+
+    # ----------------------------------------------------------------------------------------- training
+    def _check_batch(self, frames: Tensor, actions: Tensor) -> None:
+        n, hp = self.hparams.context_length, self.hparams
+        if frames.ndim != 5 or frames.shape[1] < n + 1:
+            raise ValueError(f"diamond: frames must be (B, T >= {n + 1}, H, W, C), got {tuple(frames.shape)}")
+        if tuple(frames.shape[2:]) != (hp.frame_size, hp.frame_size, hp.img_channels):
+            raise ValueError(
+                f"diamond: frames are {tuple(frames.shape[2:])}, model expects "
+                f"{(hp.frame_size, hp.frame_size, hp.img_channels)} (H, W, C)"
+            )
+        if actions.numel() and (actions.min() < 0 or actions.max() >= hp.num_actions):
+            raise ValueError(f"diamond: action out of range [0, {hp.num_actions}): {actions.max().item()}")
+
+    def losses(self, batch: dict[str, Tensor], generator: torch.Generator | None = None) -> dict[str, Tensor]:
+        """Denoising and reward/end losses of one batch (training and validation share it)."""
+        hp = self.hparams
+        frames, actions = batch["frames"], batch["actions"].long()
+        self._check_batch(frames, actions)
+        x = frames_to_model(frames)  # (B, T, C, H, W)
+        b, t = actions.shape
+        n = hp.context_length
+        mask = batch.get("mask")
+
+        # denoiser: windows of n past frames + the next one
+        num_windows = t - n
+        k = num_windows if hp.denoiser_windows is None else min(hp.denoiser_windows, num_windows)
+        starts = torch.randperm(num_windows, generator=generator)[:k].tolist()
+        obs = torch.stack([x[:, i : i + n] for i in starts], dim=1)  # (B, k, n, C, H, W)
+        act = torch.stack([actions[:, i : i + n] for i in starts], dim=1)  # (B, k, n)
+        nxt = torch.stack([x[:, i + n] for i in starts], dim=1)  # (B, k, C, H, W)
+        obs = rearrange(obs, "b k n c h w -> (b k) (n c) h w")
+        act, nxt = rearrange(act, "b k n -> (b k) n"), rearrange(nxt, "b k c h w -> (b k) c h w")
+        if mask is not None:  # keep windows whose target frame is real
+            keep = torch.stack([mask[:, i + n] for i in starts], dim=1).flatten()
+            obs, act, nxt = obs[keep], act[keep], nxt[keep]
+        sigma = sample_sigma(
+            nxt.shape[0],
+            hp.train_sigma_loc,
+            hp.train_sigma_scale,
+            hp.train_sigma_min,
+            hp.train_sigma_max,
+            generator=generator,
+        ).to(nxt.device)
+        loss_den = self.denoiser.loss(nxt, obs, act, sigma, generator=generator)
+
+        # reward / termination over every transition of the clip
+        rew, end = batch["rewards"][:, :-1], batch["terminals"][:, :-1]
+        logits_rew, logits_end, _ = self.rew_end_model(x[:, :-1], actions[:, :-1], x[:, 1:])
+        tr_mask = torch.ones_like(rew, dtype=torch.bool) if mask is None else mask[:, :-1] & mask[:, 1:]
+        target_rew = rew.sign().long().add(1)[tr_mask]
+        target_end = end.long()[tr_mask]
+        loss_rew = torch.nn.functional.cross_entropy(logits_rew[tr_mask], target_rew)
+        loss_end = torch.nn.functional.cross_entropy(logits_end[tr_mask], target_end)
+        return {
+            "loss": loss_den + loss_rew + loss_end,
+            "loss_denoising": loss_den,
+            "loss_rew": loss_rew,
+            "loss_end": loss_end,
+            "pred_rew": logits_rew[tr_mask].argmax(-1),
+            "target_rew": target_rew,
+            "pred_end": logits_end[tr_mask].argmax(-1),
+            "target_end": target_end,
+        }
+
+    def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+        out = self.losses(batch)
+        b = batch["frames"].shape[0]
+        for name in ("loss", "loss_denoising", "loss_rew", "loss_end"):
+            self.log(f"train/{name}", out[name], prog_bar=name == "loss", batch_size=b)
+        return out["loss"]
+
+    # ----------------------------------------------------------------------------------------- evaluation
+    def _evaluate(self, batch: dict[str, Tensor], batch_idx: int, prefix: str) -> None:
+        b, t = batch["actions"].shape
+        gen = torch.Generator().manual_seed(batch_idx)
+        out = self.losses(batch, generator=gen)
+        for name in ("loss", "loss_denoising", "loss_rew", "loss_end"):
+            self.log(f"{prefix}/{name}", out[name], on_epoch=True, sync_dist=True, batch_size=b)
+        for key, zero_class in (("rew", 1), ("end", 0)):
+            c = nonzero_f1_counts(out[f"pred_{key}"], out[f"target_{key}"], zero_class)
+            self._f1_counts[key] = self._f1_counts.get(key, torch.zeros(3, device=c.device)) + c
+        n = self.hparams.context_length
+        horizon = min(self.hparams.rollout_horizon, t - n)
+        if horizon >= 1:
+            metrics, _ = rollout_metrics(
+                self.world_model(), batch["frames"], batch["actions"], n, horizon, prefix
+            )
+            for name, value in metrics.items():
+                self.log(name, value, on_epoch=True, sync_dist=True, batch_size=b)
+
+    def _log_f1(self, prefix: str) -> None:
+        for key, c in self._f1_counts.items():
+            c = self.trainer.strategy.reduce(c, reduce_op="sum") if self.trainer.world_size > 1 else c
+            tp, npred, nact = c.tolist()
+            f1 = 1.0 if npred + nact == 0 else 2 * tp / (npred + nact)
+            self.log(f"{prefix}/{'reward' if key == 'rew' else 'end'}_f1", f1)
+        self._f1_counts = {}
+
+    def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_f1("val")
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_f1("test")
+
+    # ----------------------------------------------------------------------------------------- optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        decay, no_decay = [], []
+        for name, p in self.named_parameters():
+            (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
+        opt = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+        )
+        warmup = max(1, hp.warmup_steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, step / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def configure_gradient_clipping(
+        self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None
+    ) -> None:
+        """DIAMOND clips each network's gradient norm on its own (denoiser 1.0, reward/end 100)."""
+        torch.nn.utils.clip_grad_norm_(self.denoiser.parameters(), self.hparams.max_grad_norm_denoiser)
+        torch.nn.utils.clip_grad_norm_(self.rew_end_model.parameters(), self.hparams.max_grad_norm_rew_end)

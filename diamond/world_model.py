@@ -1,0 +1,96 @@
+"""DiamondWorldModel: DIAMOND as a worldplay WorldModel (play, evaluation, benchmarks).
+
+reset() keeps the last `context_length` (4) real frames and actions and burns the reward/end LSTM in
+over the transitions of all given frames; step(a) replaces the last action by a, samples the next frame
+with the diffusion sampler, samples a reward in {-1, 0, 1} and a done flag from the reward/end
+model's logits (as DIAMOND's WorldModelEnv does), then shifts the frame/action buffers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+from torch.distributions import Categorical
+
+from common.checkpoint import check_family
+from common.world_model import Step, check_actions
+from diamond.denoiser import Denoiser
+from diamond.module import frames_from_model, frames_to_model
+from diamond.reward_end import RewEndModel
+from diamond.sampler import DiffusionSampler
+
+
+class DiamondWorldModel:
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        rew_end_model: RewEndModel,
+        sampler: DiffusionSampler,
+        num_actions: int,
+        frame_shape: tuple[int, int, int],
+        generator: torch.Generator | None = None,
+    ) -> None:
+        self.denoiser = denoiser
+        self.rew_end_model = rew_end_model
+        self.sampler = sampler
+        self.num_actions = num_actions
+        self.frame_shape = tuple(frame_shape)
+        self.context_length = denoiser.inner_model.num_steps_conditioning
+        self.generator = generator
+        self.obs: Tensor | None = None  # (B, n, C, H, W) in [-1, 1]
+        self.act: Tensor | None = None  # (B, n) long
+        self.state: tuple[Tensor, Tensor] | None = None  # reward/end LSTM state
+
+    @property
+    def device(self) -> torch.device:
+        return self.denoiser.inner_model.noise_emb.weight.device
+
+    @torch.no_grad()
+    def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
+        """frames: uint8 (B, T, H, W, C), T >= context_length; actions: long (B, T) taken at those frames."""
+        n = self.context_length
+        if frames.ndim != 5 or frames.shape[1] < n or tuple(frames.shape[2:]) != self.frame_shape:
+            raise ValueError(
+                f"reset: frames must be (B, T >= {n}, {', '.join(map(str, self.frame_shape))}) uint8, "
+                f"got {tuple(frames.shape)}"
+            )
+        b, t = frames.shape[:2]
+        if actions is None:
+            actions = torch.zeros(b, t, dtype=torch.long)
+        actions = check_actions(actions, self.num_actions).to(self.device)
+        if tuple(actions.shape) != (b, t):
+            raise ValueError(f"reset: actions must be ({b}, {t}), got {tuple(actions.shape)}")
+        x = frames_to_model(frames.to(self.device))
+        self.obs, self.act, self.state = x[:, -n:].clone(), actions[:, -n:].clone(), None
+        if t >= 2:  # burn-in of the reward/end model over the context transitions
+            _, _, self.state = self.rew_end_model(x[:, :-1], actions[:, :-1], x[:, 1:])
+
+    @torch.no_grad()
+    def step(self, actions: Tensor) -> Step:
+        """actions: long (B,) -> Step(frames uint8 (B, H, W, C), reward (B,) in {-1, 0, 1}, done (B,))."""
+        if self.obs is None:
+            raise RuntimeError("step() before reset(): give the world model its context frames first")
+        actions = check_actions(actions, self.num_actions).to(self.device).reshape(-1)
+        if actions.shape[0] != self.obs.shape[0]:
+            raise ValueError(f"step: {actions.shape[0]} actions for a batch of {self.obs.shape[0]}")
+        self.act[:, -1] = actions
+        next_obs, _ = self.sampler.sample(self.obs, self.act, generator=self.generator)
+        logits_rew, logits_end, self.state = self.rew_end_model(
+            self.obs[:, -1:], self.act[:, -1:], next_obs.unsqueeze(1), self.state
+        )
+        reward = Categorical(logits=logits_rew[:, 0]).sample().float() - 1.0
+        done = Categorical(logits=logits_end[:, 0]).sample().bool()
+        self.obs = torch.cat((self.obs[:, 1:], next_obs.unsqueeze(1)), dim=1)
+        self.act = torch.cat((self.act[:, 1:], torch.zeros_like(self.act[:, :1])), dim=1)
+        return Step(frames=frames_from_model(next_obs), reward=reward, done=done)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> DiamondWorldModel:
+        from diamond.module import DiamondModule
+
+        check_family(path, "diamond")
+        module = DiamondModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+        module.eval()
+        return module.world_model()

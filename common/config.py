@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 
 
-@lru_cache(maxsize=None)
+@cache
 def num_actions(source: str, game: str | None = None) -> int:
     if source == "procgen":
         return 15

@@ -52,7 +52,9 @@ def check_actions(actions: Tensor, num_actions: int) -> Tensor:
     actions = torch.as_tensor(actions, dtype=torch.long)
     if actions.numel() and (actions.min() < 0 or actions.max() >= num_actions):
         bad = actions[(actions < 0) | (actions >= num_actions)][0].item()
-        raise ValueError(f"action {bad} out of range: this model has {num_actions} actions (0..{num_actions - 1})")
+        raise ValueError(
+            f"action {bad} out of range: this model has {num_actions} actions (0..{num_actions - 1})"
+        )
     return actions
 
 

@@ -1,0 +1,206 @@
+"""One small Env adapter per data source, all with the same interface.
+
+    env = make_env("procgen", "coinrun")      # or ("atari", "Breakout"), ("crafter", None)
+    frame = env.reset(seed)                   # (H, W, C) uint8: first frame of that level / world / episode
+    frame, reward, done = env.step(action)    # action: int in [0, env.num_actions)
+
+When `done` is True the returned frame is not part of the episode (procgen has already moved on to
+the next level's first frame); collectors stop there. Every adapter is deterministic given the seed.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+
+SOURCES = ("procgen", "atari", "crafter")
+
+PROCGEN_GAMES = (
+    "bigfish", "bossfight", "caveflyer", "chaser", "climber", "coinrun", "dodgeball", "fruitbot",
+    "heist", "jumper", "leaper", "maze", "miner", "ninja", "plunder", "starpilot",
+)  # fmt: skip
+
+
+class Env:
+    """The adapter interface (attributes are set by each subclass)."""
+
+    source: str
+    env_id: str
+    num_actions: int
+    action_meanings: list[str]
+    frame_shape: tuple[int, int, int]
+    fps: int
+
+    def reset(self, seed: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def _check_action(self, action: int) -> int:
+        action = int(action)
+        if not 0 <= action < self.num_actions:
+            raise ValueError(f"action {action} out of range for {self.env_id} (0..{self.num_actions - 1})")
+        return action
+
+
+class ProcgenEnv(Env):
+    """Any procgen game at 64x64; `reset(seed)` plays level `seed` (num_levels=1)."""
+
+    source = "procgen"
+    fps = 15
+
+    def __init__(self, game: str = "coinrun", distribution_mode: str = "hard", **options):
+        if game not in PROCGEN_GAMES:
+            raise ValueError(f"unknown procgen game {game!r} (known: {', '.join(PROCGEN_GAMES)})")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from procgen import ProcgenGym3Env
+        self._cls, self.game, self.mode, self.options = ProcgenGym3Env, game, distribution_mode, options
+        self.env_id = f"procgen:{game}-{distribution_mode}"
+        self._env = None
+        self._make(0)
+        self.num_actions = int(self._env.ac_space.eltype.n)
+        self.action_meanings = ["_".join(c) if c else "NOOP" for c in self._env.combos]
+        self.frame_shape = tuple(self._env.ob_space["rgb"].shape)
+
+    def _make(self, seed: int) -> None:
+        if self._env is not None:
+            self._env.close()
+        self._env = self._cls(
+            num=1,
+            env_name=self.game,
+            distribution_mode=self.mode,
+            start_level=int(seed),
+            num_levels=1,
+            rand_seed=int(seed),
+            **self.options,
+        )
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._make(seed)
+        _, obs, _ = self._env.observe()
+        return obs["rgb"][0].copy()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        self._env.act(np.array([self._check_action(action)], dtype=np.int32))
+        reward, obs, first = self._env.observe()
+        return obs["rgb"][0].copy(), float(reward[0]), bool(first[0])
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None
+
+
+class AtariEnv(Env):
+    """ale-py with DIAMOND's preprocessing: frame-skip 4 with a max over the last 2 frames, up to 30
+    no-op starts, RGB resized to 64x64 by area averaging, minimal action set, no sticky actions."""
+
+    source = "atari"
+    fps = 15
+
+    def __init__(
+        self,
+        game: str = "Breakout",
+        size: int = 64,
+        frame_skip: int = 4,
+        noop_max: int = 30,
+        sticky_actions: float = 0.0,
+    ):
+        from ale_py import ALEInterface, LoggerMode, roms
+
+        ALEInterface.setLoggerMode(LoggerMode.Error)
+        rom_name = "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(game))
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self._rom = roms.get_rom_path(rom_name)
+        except Exception:  # noqa: BLE001 - ale-py raises different errors across versions
+            self._rom = None
+        if self._rom is None:
+            raise ValueError(f"unknown Atari game {game!r} (ale-py ships no ROM {rom_name!r})")
+        self._ale_cls, self.game = ALEInterface, game
+        self.size, self.frame_skip, self.noop_max, self.sticky = size, frame_skip, noop_max, sticky_actions
+        self.env_id = f"atari:{game}"
+        self._ale = None
+        self._load(0)
+        self._actions = list(self._ale.getMinimalActionSet())
+        self.num_actions = len(self._actions)
+        self.action_meanings = [a.name for a in self._actions]
+        self.frame_shape = (size, size, 3)
+        self._rng = np.random.default_rng(0)
+
+    def _load(self, seed: int) -> None:
+        self._ale = self._ale_cls()
+        self._ale.setInt("random_seed", int(seed) % (2**31 - 1))
+        self._ale.setFloat("repeat_action_probability", float(self.sticky))
+        self._ale.loadROM(self._rom)
+
+    def _observe(self, screens: list[np.ndarray]) -> np.ndarray:
+        from PIL import Image
+
+        frame = np.maximum(screens[-2], screens[-1]) if len(screens) > 1 else screens[-1]
+        return np.asarray(Image.fromarray(frame).resize((self.size, self.size), Image.BOX))
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._load(seed)
+        self._rng = np.random.default_rng(seed)
+        for _ in range(int(self._rng.integers(0, self.noop_max + 1))):
+            self._ale.act(self._actions[0])
+            if self._ale.game_over():
+                self._ale.reset_game()
+        return self._observe([self._ale.getScreenRGB()])
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        ale_action = self._actions[self._check_action(action)]
+        reward, screens = 0.0, []
+        for i in range(self.frame_skip):
+            reward += self._ale.act(ale_action)
+            if i >= self.frame_skip - 2:
+                screens.append(self._ale.getScreenRGB())
+            if self._ale.game_over():
+                break
+        if not screens:
+            screens.append(self._ale.getScreenRGB())
+        return self._observe(screens), float(reward), bool(self._ale.game_over())
+
+
+class CrafterEnv(Env):
+    """The `crafter` package at 64x64 with its 17 actions; `reset(seed)` generates world `seed`."""
+
+    source = "crafter"
+    fps = 10
+
+    def __init__(self, size: int = 64, length: int = 10000):
+        import crafter
+
+        self._crafter, self.size, self.length = crafter, size, length
+        self.env_id = "crafter"
+        self.action_meanings = list(crafter.constants.actions)
+        self.num_actions = len(self.action_meanings)
+        self.frame_shape = (size, size, 3)
+        self._env = None
+
+    def reset(self, seed: int) -> np.ndarray:
+        self._env = self._crafter.Env(size=(self.size, self.size), length=self.length, seed=int(seed))
+        return self._env.reset()
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        obs, reward, done, _ = self._env.step(self._check_action(action))
+        return obs, float(reward), bool(done)
+
+
+def make_env(source: str, game: str | None = None, **options) -> Env:
+    """Build the adapter for `source` ("procgen", "atari", "crafter") and `game` (ignored by crafter)."""
+    if source == "procgen":
+        return ProcgenEnv(game or "coinrun", **options)
+    if source == "atari":
+        return AtariEnv(game or "Breakout", **options)
+    if source == "crafter":
+        return CrafterEnv(**options)
+    raise ValueError(f"unknown data source {source!r} (known: {', '.join(SOURCES)})")

@@ -1,0 +1,201 @@
+"""Multi-stage training runs: what train.py does for each stage of a model, family-agnostic.
+
+`cfg.model` maps stage name -> LightningModule config; stages run in that order in one run directory:
+
+    <run_dir>/checkpoints/<stage>/last.ckpt    <run_dir>/csv/<stage>/metrics.csv    <run_dir>/metrics.json
+
+Handoff: a module kwarg named `<earlier stage>_ckpt` left null is filled with that stage's
+`last.ckpt` from the same run (Genie's dynamics takes `tokenizer_ckpt`, Oasis' DiT `vae_ckpt`).
+`cfg.stage_overrides.<stage>` is merged into the config for that stage only (batch size, max_steps).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from common.checkpoint import check_family, read_meta
+
+
+class StageError(ValueError):
+    """A stage cannot run as configured (one-line message)."""
+
+
+def stage_names(cfg: DictConfig) -> list[str]:
+    """The stages to run, in order: every key of cfg.model, or only cfg.stage."""
+    if not cfg.get("model"):
+        raise StageError("no model chosen: pass experiment=<name> (see conf/experiment/) or model=<name>")
+    names = list(cfg.model.keys())
+    if cfg.get("stage"):
+        if cfg.stage not in names:
+            raise StageError(f"stage={cfg.stage!r} is not a stage of this model (stages: {', '.join(names)})")
+        return [cfg.stage]
+    return names
+
+
+def stage_config(cfg: DictConfig, stage: str) -> DictConfig:
+    """cfg with cfg.stage_overrides[stage] merged in."""
+    overrides = (cfg.get("stage_overrides") or {}).get(stage)
+    unknown = set(cfg.get("stage_overrides") or {}) - set(cfg.model.keys())
+    if unknown:
+        raise StageError(f"stage_overrides names unknown stage(s): {', '.join(sorted(unknown))}")
+    return OmegaConf.merge(cfg, overrides) if overrides else cfg
+
+
+def checkpoint_dir(run_dir: Path, stage: str) -> Path:
+    return run_dir / "checkpoints" / stage
+
+
+def module_config(cfg: DictConfig, stage: str, run_dir: Path) -> DictConfig:
+    """The stage's module config with `<earlier>_ckpt` handoffs filled from this run."""
+    mcfg = cfg.model[stage].copy()
+    names = list(cfg.model.keys())
+    for earlier in names[: names.index(stage)]:
+        key = f"{earlier}_ckpt"
+        if key in mcfg and mcfg[key] is None:
+            path = checkpoint_dir(run_dir, earlier) / "last.ckpt"
+            if not path.is_file():
+                raise StageError(
+                    f"stage {stage!r} needs the {earlier} checkpoint: {path} not found; "
+                    f"run stage={earlier} first or pass model.{stage}.{key}=PATH"
+                )
+            with open_dict(mcfg):
+                mcfg[key] = str(path)
+    return mcfg
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True, text=True, timeout=5
+        )
+        return out.stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def make_loggers(cfg: DictConfig, stage: str, run_dir: Path) -> list:
+    loggers = []
+    for key, lcfg in (cfg.get("logger") or {}).items():
+        if not isinstance(lcfg, DictConfig) or "_target_" not in lcfg:
+            continue
+        if key == "csv":
+            loggers.append(hydra.utils.instantiate(lcfg, save_dir=str(run_dir), version=stage))
+        elif key == "wandb":
+            offline = lcfg.offline and os.environ.get("WANDB_MODE") != "online"
+            os.environ.setdefault("WANDB_SILENT", "true")
+            logger = hydra.utils.instantiate(
+                lcfg,
+                save_dir=str(run_dir),
+                offline=offline,
+                name=f"{cfg.name}-seed{cfg.seed}-{stage}",
+                job_type=stage,
+                id=_wandb_id(run_dir, stage),
+                resume="allow",
+                tags=list(cfg.get("tags") or []),
+            )
+            logger.log_hyperparams(
+                {"config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit()}
+            )
+            loggers.append(logger)
+        else:
+            loggers.append(hydra.utils.instantiate(lcfg))
+    return loggers
+
+
+def _wandb_id(run_dir: Path, stage: str) -> str:
+    """A W&B run id kept in the run dir, so a resumed stage continues the same W&B run."""
+    path = run_dir / "wandb_ids.json"
+    ids = json.loads(path.read_text()) if path.is_file() else {}
+    if stage not in ids:
+        import uuid
+
+        ids[stage] = uuid.uuid4().hex[:12]
+        path.write_text(json.dumps(ids))
+    return ids[stage]
+
+
+def make_callbacks(cfg: DictConfig, stage: str, run_dir: Path) -> list:
+    callbacks = []
+    for key, ccfg in (cfg.get("callbacks") or {}).items():
+        if not isinstance(ccfg, DictConfig) or "_target_" not in ccfg:
+            continue
+        if key == "checkpoint":
+            callbacks.append(hydra.utils.instantiate(ccfg, dirpath=str(checkpoint_dir(run_dir, stage))))
+        else:
+            callbacks.append(hydra.utils.instantiate(ccfg))
+    return callbacks
+
+
+def float_metrics(metrics: dict[str, Any], prefix: str = "test/") -> dict[str, float]:
+    return {
+        k: float(v) for k, v in metrics.items() if k.startswith(prefix) and torch.as_tensor(v).numel() == 1
+    }
+
+
+def write_metrics(run_dir: Path, metrics: dict[str, float]) -> Path:
+    """Merge `metrics` into <run_dir>/metrics.json (atomically)."""
+    path = run_dir / "metrics.json"
+    merged = json.loads(path.read_text()) if path.is_file() else {}
+    merged.update(metrics)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+    os.replace(tmp, path)
+    return path
+
+
+def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
+    """Fit (unless cfg.train is false) and test one stage; returns its test metrics."""
+    scfg = stage_config(cfg, stage)
+    datamodule = hydra.utils.instantiate(scfg.data, _convert_="all")
+    if cfg.train:
+        module = hydra.utils.instantiate(module_config(scfg, stage, run_dir), _convert_="all")
+    else:
+        module = load_for_eval(scfg, stage, cfg.ckpt_path)
+    trainer: L.Trainer = hydra.utils.instantiate(
+        scfg.trainer,
+        logger=make_loggers(scfg, stage, run_dir) or False,
+        callbacks=make_callbacks(scfg, stage, run_dir),
+        default_root_dir=str(run_dir),
+    )
+    metrics: dict[str, float] = {}
+    if cfg.train:
+        last = checkpoint_dir(run_dir, stage) / "last.ckpt"
+        resume = str(last) if cfg.resume and last.is_file() and not scfg.trainer.fast_dev_run else None
+        if resume:
+            check_family(resume, module.family, stage)
+        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        trainer.save_checkpoint(last)  # also under fast_dev_run, so the next stage finds it
+    if cfg.test or not cfg.train:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+        metrics = float_metrics(trainer.callback_metrics)
+        if trainer.is_global_zero:
+            write_metrics(run_dir, metrics)
+    return metrics
+
+
+def load_for_eval(cfg: DictConfig, stage: str, ckpt_path: str | None) -> L.LightningModule:
+    """Eval-only: the stage's module class, loaded from ckpt_path (family and stage checked)."""
+    if not ckpt_path:
+        raise StageError("train=false needs ckpt_path=PATH (a checkpoint to evaluate)")
+    cls = hydra.utils.get_class(cfg.model[stage]._target_)
+    check_family(ckpt_path, cls.family, stage)
+    return cls.load_from_checkpoint(ckpt_path, map_location="cpu")
+
+
+def eval_stage(cfg: DictConfig) -> str:
+    """With train=false: the stage that wrote cfg.ckpt_path."""
+    if not cfg.ckpt_path:
+        raise StageError("train=false needs ckpt_path=PATH (a checkpoint to evaluate)")
+    stage = read_meta(cfg.ckpt_path).get("stage")
+    if stage not in cfg.model:
+        raise StageError(f"{cfg.ckpt_path}: written by stage {stage!r}, not a stage of this model")
+    return stage

@@ -1,0 +1,70 @@
+"""python train.py experiment=<name> [key=value ...]: compose, instantiate, run every stage, test.
+
+Writes into the run directory: config.yaml (resolved), checkpoints/<stage>/, csv/<stage>/,
+metrics.json (final test metrics); returns cfg.optimized_metric to Hydra sweepers.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+import common.config  # noqa: F401 - registers the config resolvers
+from common.stages import StageError, eval_stage, run_stage, stage_names
+
+
+def print_config(cfg: DictConfig) -> None:
+    from rich import print as rprint
+    from rich.syntax import Syntax
+    from rich.tree import Tree
+
+    tree = Tree("config", guide_style="dim")
+    for key, value in cfg.items():
+        text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
+        tree.add(f"[bold]{key}[/bold]").add(Syntax(text, "yaml"))
+    rprint(tree)
+
+
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+warnings.filterwarnings("ignore", message=".*weights_only.*")
+
+
+@hydra.main(config_path="conf", config_name="train", version_base="1.3")
+def main(cfg: DictConfig) -> float | None:
+    run_dir = Path(hydra.core.hydra_config.HydraConfig.get().runtime.output_dir)
+    try:
+        stages = [eval_stage(cfg)] if not cfg.train else stage_names(cfg)
+        OmegaConf.resolve(cfg)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+        if cfg.print_config:
+            print_config(cfg)
+        L.seed_everything(cfg.seed, workers=True)
+        metrics: dict[str, float] = {}
+        for stage in stages:
+            metrics.update(run_stage(cfg, stage, run_dir))
+    except (StageError, FileNotFoundError, ValueError, InstantiationException) as e:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
+        print(f"error: {cause}", file=sys.stderr)
+        sys.exit(2)
+    if cfg.optimized_metric:
+        if cfg.optimized_metric not in metrics:
+            print(
+                f"error: optimized_metric {cfg.optimized_metric!r} not among {sorted(metrics)}",
+                file=sys.stderr,
+            )
+            sys.exit(2)
+        return metrics[cfg.optimized_metric]
+    return None
+
+
+if __name__ == "__main__":
+    main()

@@ -13,7 +13,8 @@ API (small on purpose; Genie may reuse it):
     rope.angles(positions)          # (...,) float -> (..., dim)
     rope.rotate(x, offset=0)        # x (..., T, d>=dim), positions offset..offset+T-1 along dim -2
     rope.axial_angles(h, w)         # (h, w, 2*dim) for a grid (pixel or lang positions)
-    apply_rotary(angles, x)         # rotate x (..., d) by angles (..., r<=d), broadcast
+    apply_rotary(angles, x)         # rotate x (..., d) by angles (..., r<=d), broadcast;
+                                    # angles may be a precomputed (cos, sin) pair
 
 `freqs` is an nn.Parameter (not trained: requires_grad=False) so that state-dict keys match open-oasis.
 """
@@ -23,25 +24,29 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange, repeat
+from einops import repeat
 from torch import Tensor, nn
 
 
 def rotate_half(x: Tensor) -> Tensor:
     """(..., 2n) -> (..., 2n): each interleaved pair (a, b) becomes (-b, a)."""
-    pairs = rearrange(x, "... (n r) -> ... n r", r=2)
-    a, b = pairs.unbind(-1)
-    return rearrange(torch.stack((-b, a), dim=-1), "... n r -> ... (n r)")
+    a, b = x.unflatten(-1, (-1, 2)).unbind(-1)
+    return torch.stack((-b, a), dim=-1).flatten(-2)
 
 
-def apply_rotary(angles: Tensor, x: Tensor) -> Tensor:
-    """Rotate the first angles.shape[-1] channels of x by `angles` (broadcast over leading dims)."""
-    r = angles.shape[-1]
+def apply_rotary(angles: Tensor | tuple[Tensor, Tensor], x: Tensor) -> Tensor:
+    """Rotate the first r channels of x (..., d) by `angles` (..., r), broadcast over leading dims.
+
+    `angles` may also be the pair (angles.cos(), angles.sin()) precomputed once for many calls.
+    """
+    cos, sin = (angles.cos(), angles.sin()) if isinstance(angles, Tensor) else angles
+    r = cos.shape[-1]
     if r > x.shape[-1]:
         raise ValueError(f"rotary table has {r} channels but features have only {x.shape[-1]}")
+    if r == x.shape[-1]:
+        return (x * cos + rotate_half(x) * sin).type(x.dtype)
     head, tail = x[..., :r], x[..., r:]
-    rotated = head * angles.cos() + rotate_half(head) * angles.sin()
-    return torch.cat((rotated, tail), dim=-1).type(x.dtype)
+    return torch.cat((head * cos + rotate_half(head) * sin, tail), dim=-1).type(x.dtype)
 
 
 def rotary_freqs(dim: int, kind: str = "lang", theta: float = 10000.0, max_freq: float = 10.0) -> Tensor:

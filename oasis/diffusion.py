@@ -1,0 +1,148 @@
+"""Diffusion forcing for Oasis: sigmoid beta schedule, per-frame-noise training loss, DDIM frame sampler.
+
+Training (Chen et al. 2024, "Diffusion Forcing"): every frame of a clip gets its own noise level
+t ~ U{0, ..., timesteps - 1}; the causal DiT predicts v = sqrt(a) * eps - sqrt(1 - a) * x0 for all
+frames at once; the MSE is weighted by min-SNR, min(snr, snr_clip) / (snr + 1).
+
+Sampling (open-oasis generate.py): one new frame at a time. The new frame starts from N(0, 1) noise
+clamped to +-noise_abs_max; the context frames are clean latents labelled with noise level
+stabilization_level - 1; `ddim_steps` deterministic DDIM steps walk the new frame's level down
+linspace(-1, timesteps - 1, ddim_steps + 1) (the last step lands on x0). At most max_frames frames
+(context + new) are fed to the model (sliding window).
+
+With `use_cache=True` the context frames go through the network once per generated frame
+(`DiT.context_kv`) and each DDIM step runs only the new frame against their cached temporal keys /
+values; without it the whole window is recomputed at every step, as open-oasis does. Both give the
+same result.
+
+Shapes: latents (B, T, C, H, W); noise levels (B, T) long; conditions (B, T, A) float.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> Tensor:
+    """Betas (timesteps,) float64 of the sigmoid schedule (Jabri et al. 2022), clipped to [0, 0.999]."""
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
+    v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
+    v_end = torch.tensor(end / tau, dtype=torch.float64).sigmoid()
+    alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
+    alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
+    betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
+    return betas.clamp(0, 0.999)
+
+
+def _bcast(a: Tensor, x: Tensor) -> Tensor:
+    """(B, T) -> (B, T, 1, 1, 1) to broadcast against x (B, T, C, H, W)."""
+    return a.reshape(*a.shape, *([1] * (x.dim() - a.dim())))
+
+
+class DiffusionForcing(nn.Module):
+    """The noise schedule, the diffusion-forcing loss and the DDIM sampler (no learnable weights)."""
+
+    def __init__(
+        self,
+        timesteps: int = 1000,
+        snr_clip: float = 5.0,
+        clip_noise: float = 20.0,
+        ddim_steps: int = 10,
+        stabilization_level: int = 15,
+        noise_abs_max: float = 20.0,
+    ):
+        super().__init__()
+        if not 1 <= ddim_steps <= timesteps:
+            raise ValueError(f"ddim_steps must be in [1, {timesteps}], got {ddim_steps}")
+        if not 1 <= stabilization_level <= timesteps:
+            raise ValueError(f"stabilization_level must be in [1, {timesteps}], got {stabilization_level}")
+        self.timesteps = timesteps
+        self.snr_clip = snr_clip
+        self.clip_noise = clip_noise
+        self.ddim_steps = ddim_steps
+        self.stabilization_level = stabilization_level
+        self.noise_abs_max = noise_abs_max
+        alphas_cumprod = torch.cumprod(1.0 - sigmoid_beta_schedule(timesteps).float(), dim=0)
+        self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+
+    # ---- training -------------------------------------------------------------------------------
+
+    def sample_noise_levels(self, batch: int, frames: int, device=None, generator=None) -> Tensor:
+        """(B, T) long: an independent level per frame (diffusion forcing)."""
+        return torch.randint(0, self.timesteps, (batch, frames), device=device, generator=generator)
+
+    def q_sample(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        a = _bcast(self.alphas_cumprod[t], x0)
+        return a.sqrt() * x0 + (1 - a).sqrt() * noise
+
+    def v_target(self, x0: Tensor, t: Tensor, noise: Tensor) -> Tensor:
+        a = _bcast(self.alphas_cumprod[t], x0)
+        return a.sqrt() * noise - (1 - a).sqrt() * x0
+
+    def loss_weight(self, t: Tensor) -> Tensor:
+        """min-SNR weight for v-prediction, (B, T)."""
+        a = self.alphas_cumprod[t]
+        snr = a / (1 - a)
+        return snr.clamp(max=self.snr_clip) / (snr + 1)
+
+    def loss(self, model: nn.Module, x0: Tensor, cond: Tensor | None, t: Tensor | None = None) -> Tensor:
+        """Diffusion-forcing loss of `model` (a DiT) on clean latents x0 (B, T, C, H, W)."""
+        if t is None:
+            t = self.sample_noise_levels(x0.shape[0], x0.shape[1], device=x0.device)
+        noise = torch.randn_like(x0).clamp(-self.clip_noise, self.clip_noise)
+        v = model(self.q_sample(x0, t, noise), t, cond)
+        per_frame = F.mse_loss(v, self.v_target(x0, t, noise), reduction="none").flatten(2).mean(-1)
+        return (per_frame * self.loss_weight(t)).mean()
+
+    # ---- sampling -------------------------------------------------------------------------------
+
+    def ddim_levels(self) -> Tensor:
+        """(ddim_steps + 1,) long: -1, ..., timesteps - 1 (open-oasis' noise_range)."""
+        return torch.linspace(-1, self.timesteps - 1, self.ddim_steps + 1).long()
+
+    @torch.no_grad()
+    def sample_next(
+        self,
+        model: nn.Module,
+        context: Tensor,
+        context_cond: Tensor | None,
+        cond: Tensor | None,
+        max_frames: int,
+        use_cache: bool = True,
+        generator: torch.Generator | None = None,
+    ) -> Tensor:
+        """Generate the latent frame after `context`.
+
+        context (B, T, C, H, W) clean latents (T >= 1); context_cond (B, T, A) their conditions;
+        cond (B, A) the new frame's condition (the action that leads to it). Returns (B, C, H, W).
+        """
+        b = context.shape[0]
+        keep = max_frames - 1
+        context = context[:, -keep:]
+        context_cond = None if context_cond is None else context_cond[:, -keep:]
+        n = context.shape[1]
+        dev = context.device
+        x = torch.randn(context[:, :1].shape, generator=generator, device=dev if generator is None else None)
+        x = x.to(dev).clamp(-self.noise_abs_max, self.noise_abs_max)
+        t_ctx = torch.full((b, n), self.stabilization_level - 1, dtype=torch.long, device=dev)
+        new_cond = None if cond is None else cond[:, None]
+        full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
+        past = model.context_kv(context, t_ctx, context_cond) if use_cache else None
+        levels = self.ddim_levels().tolist()
+        for i in reversed(range(1, self.ddim_steps + 1)):
+            t_now = torch.full((b, 1), levels[i], dtype=torch.long, device=dev)
+            if use_cache:
+                v = model.forward_cached(x, t_now, new_cond, past)
+            else:
+                v = model(torch.cat((context, x), 1), torch.cat((t_ctx, t_now), 1), full_cond)[:, -1:]
+            a = self.alphas_cumprod[levels[i]]
+            x0 = a.sqrt() * x - (1 - a).sqrt() * v
+            eps = ((1 / a).sqrt() * x - x0) / (1 / a - 1).sqrt()
+            if i == 1:
+                x = x0
+            else:
+                a_next = self.alphas_cumprod[levels[i - 1]]
+                x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+        return x[:, 0]

@@ -1,0 +1,312 @@
+"""Oasis' spatio-temporal DiT (v-prediction), with a key/value cache for the context frames.
+
+Module structure and parameter names follow open-oasis `dit.py` / `attention.py` so that the released
+`oasis500m.safetensors` loads as is: x_embedder.proj, t_embedder.mlp.{0,2}, external_cond,
+spatial_rotary_emb.freqs, temporal_rotary_emb.freqs, blocks.{i}.{s,t}_attn.{to_qkv,to_out},
+blocks.{i}.{s,t}_mlp.{fc1,fc2}, blocks.{i}.{s,t}_adaLN_modulation.1, final_layer.{linear,adaLN_modulation.1}.
+Every block's attention holds the model-level rotary modules (one tensor under many state-dict names,
+which is why the released file stores only one name of each). LayerNorms have no affine parameters.
+
+Shapes: latents x (B, T, C, H, W); noise levels t (B, T) long in [0, 1000); actions (B, T, A) float
+(one-hot / multi-hot / continuous). Tokens inside are (B, T, h, w, D) with h = H / patch, w = W / patch.
+Each block: spatial attention (within a frame, 2-D 'pixel' rotary) + MLP, then causal temporal
+attention (per token position, 1-D 'lang' rotary) + MLP; each of the two halves is modulated by
+shift / scale / gate from the per-frame condition c = timestep embedding + linear(action).
+
+Because temporal attention is causal and everything else acts within a frame, frame t never depends
+on frames after it. `context_kv` runs the context frames once and returns each block's temporal keys /
+values; `forward_cached` then runs only the new frame(s) against them (exactly the uncached output).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from common.nn.rotary import RotaryEmbedding, apply_rotary
+
+KV = tuple[Tensor, Tensor]  # keys, values: (B * h * w, heads, T, head_dim), rotated
+
+
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """x (B, T, h, w, D) or (B, T, n, D); shift / scale (B, T, D) per frame."""
+    while shift.dim() < x.dim():
+        shift, scale = shift.unsqueeze(-2), scale.unsqueeze(-2)
+    return x * (1 + scale) + shift
+
+
+def gate(x: Tensor, g: Tensor) -> Tensor:
+    while g.dim() < x.dim():
+        g = g.unsqueeze(-2)
+    return g * x
+
+
+class PatchEmbed(nn.Module):
+    """(N, C, H, W) -> (N, H / p, W / p, D)."""
+
+    def __init__(self, height: int, width: int, patch_size: int, in_chans: int, embed_dim: int):
+        super().__init__()
+        if height % patch_size or width % patch_size:
+            raise ValueError(f"latent grid {height}x{width} is not divisible by patch_size {patch_size}")
+        self.grid_size = (height // patch_size, width // patch_size)
+        self.patch_size = patch_size
+        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rearrange(self.proj(x), "n d h w -> n h w d")
+
+
+class TimestepEmbedder(nn.Module):
+    """Integer noise level (N,) -> sinusoidal features (cos | sin, 256) -> MLP -> (N, D)."""
+
+    def __init__(self, hidden_size: int, frequency_embedding_size: int = 256):
+        super().__init__()
+        self.frequency_embedding_size = frequency_embedding_size
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_embedding_size, hidden_size), nn.SiLU(), nn.Linear(hidden_size, hidden_size)
+        )
+
+    @staticmethod
+    def sinusoidal(t: Tensor, dim: int, max_period: float = 10000.0) -> Tensor:
+        half = dim // 2
+        steps = torch.arange(half, dtype=torch.float32, device=t.device)
+        freqs = torch.exp(-math.log(max_period) * steps / half)
+        args = t[:, None].float() * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return F.pad(emb, (0, dim % 2))
+
+    def forward(self, t: Tensor) -> Tensor:
+        return self.mlp(self.sinusoidal(t, self.frequency_embedding_size))
+
+
+class Mlp(nn.Module):
+    """fc1 -> GELU(tanh) -> fc2."""
+
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc2(self.act(self.fc1(x)))
+
+
+class SpatialAxialAttention(nn.Module):
+    """Non-causal attention among the h * w tokens of each frame, 2-D rotary over all head channels."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, rotary_emb: RotaryEmbedding):
+        super().__init__()
+        self.heads = heads
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+        self.rotary_emb = rotary_emb
+
+    def forward(self, x: Tensor, angles: Tensor | tuple[Tensor, Tensor] | None = None) -> Tensor:
+        """x (B, T, h, w, D); angles (h * w, head_dim) (or its (cos, sin)); computed when None."""
+        b, t, h, w, _ = x.shape
+        qkv = self.to_qkv(x)
+        q, k, v = rearrange(qkv, "b t h w (three n d) -> three (b t) n (h w) d", three=3, n=self.heads)
+        if angles is None:
+            angles = rearrange(self.rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
+        q, k = apply_rotary(angles, q), apply_rotary(angles, k)
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(rearrange(out, "(b t) n (h w) d -> b t h w (n d)", b=b, h=h))
+
+
+class TemporalAxialAttention(nn.Module):
+    """Causal attention along time for each token position, 1-D rotary over all head channels.
+
+    forward(x, past) with past = (keys, values) of P earlier frames: x holds the frames at positions
+    P..P+T-1; returns (output, (keys, values) of x alone).
+    """
+
+    def __init__(
+        self, dim: int, heads: int, dim_head: int, rotary_emb: RotaryEmbedding, is_causal: bool = True
+    ):
+        super().__init__()
+        self.heads = heads
+        self.is_causal = is_causal
+        self.to_qkv = nn.Linear(dim, 3 * heads * dim_head, bias=False)
+        self.to_out = nn.Linear(heads * dim_head, dim)
+        self.rotary_emb = rotary_emb
+
+    def forward(
+        self, x: Tensor, past: KV | None = None, angles: Tensor | tuple[Tensor, Tensor] | None = None
+    ) -> tuple[Tensor, KV]:
+        """x (B, T, h, w, D); angles (T, head_dim) (or its (cos, sin)) for positions P..P+T-1."""
+        b, t, h, w, _ = x.shape
+        qkv = self.to_qkv(x)
+        q, k, v = rearrange(qkv, "b t h w (three n d) -> three (b h w) n t d", three=3, n=self.heads)
+        p = 0 if past is None else past[0].shape[-2]
+        if angles is None:
+            angles = self.rotary_emb.angles(torch.arange(p, p + t, device=x.device))
+        q, k = apply_rotary(angles, q), apply_rotary(angles, k)
+        if past is None:
+            out = F.scaled_dot_product_attention(q, k, v, is_causal=self.is_causal)
+        else:
+            k_all, v_all = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
+            mask = None
+            if self.is_causal and t > 1:
+                key_pos = torch.arange(p + t, device=x.device)
+                mask = key_pos[None, :] <= (p + torch.arange(t, device=x.device))[:, None]
+            out = F.scaled_dot_product_attention(q, k_all, v_all, attn_mask=mask)
+        out = rearrange(out, "(b h w) n t d -> b t h w (n d)", b=b, h=h, w=w)
+        return self.to_out(out), (k, v)
+
+
+class SpatioTemporalDiTBlock(nn.Module):
+    def __init__(
+        self,
+        hidden_size: int,
+        num_heads: int,
+        mlp_ratio: float,
+        spatial_rotary_emb: RotaryEmbedding,
+        temporal_rotary_emb: RotaryEmbedding,
+        is_causal: bool = True,
+    ):
+        super().__init__()
+        d, head = hidden_size, hidden_size // num_heads
+        hidden = int(hidden_size * mlp_ratio)
+        self.s_norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.s_attn = SpatialAxialAttention(d, num_heads, head, spatial_rotary_emb)
+        self.s_norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.s_mlp = Mlp(d, hidden)
+        self.s_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+        self.t_norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.t_attn = TemporalAxialAttention(d, num_heads, head, temporal_rotary_emb, is_causal)
+        self.t_norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.t_mlp = Mlp(d, hidden)
+        self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
+
+    def forward(
+        self, x: Tensor, c: Tensor, past: KV | None = None, s_angles=None, t_angles=None
+    ) -> tuple[Tensor, KV]:
+        """x (B, T, h, w, D), c (B, T, D) -> (x, temporal (keys, values) of these frames).
+
+        past: cached temporal (keys, values) of earlier frames; s_angles / t_angles: rotary tables
+        (computed by the attention modules when None)."""
+        sh1, sc1, g1, sh2, sc2, g2 = self.s_adaLN_modulation(c).chunk(6, dim=-1)
+        x = x + gate(self.s_attn(modulate(self.s_norm1(x), sh1, sc1), s_angles), g1)
+        x = x + gate(self.s_mlp(modulate(self.s_norm2(x), sh2, sc2)), g2)
+        sh1, sc1, g1, sh2, sc2, g2 = self.t_adaLN_modulation(c).chunk(6, dim=-1)
+        attn, kv = self.t_attn(modulate(self.t_norm1(x), sh1, sc1), past, t_angles)
+        x = x + gate(attn, g1)
+        x = x + gate(self.t_mlp(modulate(self.t_norm2(x), sh2, sc2)), g2)
+        return x, kv
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden_size: int, patch_size: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+
+    def forward(self, x: Tensor, c: Tensor) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class DiT(nn.Module):
+    """Spatio-temporal DiT predicting v for every frame: (B, T, C, H, W) -> (B, T, C, H, W)."""
+
+    def __init__(
+        self,
+        input_h: int = 18,
+        input_w: int = 32,
+        patch_size: int = 2,
+        in_channels: int = 16,
+        hidden_size: int = 1024,
+        depth: int = 16,
+        num_heads: int = 16,
+        mlp_ratio: float = 4.0,
+        external_cond_dim: int = 25,
+        max_frames: int = 32,
+    ):
+        super().__init__()
+        if hidden_size % num_heads or (hidden_size // num_heads) % 4:
+            raise ValueError(f"hidden_size {hidden_size} / num_heads {num_heads} must be a multiple of 4")
+        self.in_channels = self.out_channels = in_channels
+        self.patch_size = patch_size
+        self.max_frames = max_frames
+        self.external_cond_dim = external_cond_dim
+        head = hidden_size // num_heads
+        self.x_embedder = PatchEmbed(input_h, input_w, patch_size, in_channels, hidden_size)
+        self.t_embedder = TimestepEmbedder(hidden_size)
+        self.spatial_rotary_emb = RotaryEmbedding(head // 2, kind="pixel", max_freq=256)
+        self.temporal_rotary_emb = RotaryEmbedding(head, kind="lang")
+        self.external_cond = nn.Linear(external_cond_dim, hidden_size) if external_cond_dim > 0 else None
+        rope_s, rope_t = self.spatial_rotary_emb, self.temporal_rotary_emb
+        self.blocks = nn.ModuleList(
+            [SpatioTemporalDiTBlock(hidden_size, num_heads, mlp_ratio, rope_s, rope_t) for _ in range(depth)]
+        )
+        self.final_layer = FinalLayer(hidden_size, patch_size, in_channels)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        w = self.x_embedder.proj.weight
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embedder.proj.bias)
+        nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)
+        zero = [self.final_layer.adaLN_modulation[-1], self.final_layer.linear]
+        for block in self.blocks:
+            zero += [block.s_adaLN_modulation[-1], block.t_adaLN_modulation[-1]]
+        for layer in zero:
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def condition(self, t: Tensor, external_cond: Tensor | None) -> Tensor:
+        """t (B, T) noise levels, external_cond (B, T, A) -> c (B, T, D)."""
+        b, n = t.shape
+        c = rearrange(self.t_embedder(t.reshape(b * n)), "(b t) d -> b t d", b=b)
+        if external_cond is not None and self.external_cond is not None:
+            c = c + self.external_cond(external_cond.to(c.dtype))
+        return c
+
+    def _run(self, x: Tensor, t: Tensor, external_cond: Tensor | None, past: list[KV] | None):
+        b, n, _, height, width = x.shape
+        tokens = self.x_embedder(rearrange(x, "b t c h w -> (b t) c h w"))
+        tokens = rearrange(tokens, "(b t) h w d -> b t h w d", b=b)
+        c = self.condition(t, external_cond)
+        h, w = tokens.shape[2:4]
+        s_angles = rearrange(self.spatial_rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
+        p = 0 if past is None else past[0][0].shape[-2]
+        t_angles = self.temporal_rotary_emb.angles(torch.arange(p, p + n, device=x.device))
+        s_angles, t_angles = (s_angles.cos(), s_angles.sin()), (t_angles.cos(), t_angles.sin())
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            tokens, kv = block(tokens, c, None if past is None else past[i], s_angles, t_angles)
+            kvs.append(kv)
+        out = self.final_layer(tokens, c)  # (B, T, h, w, p * p * C)
+        p = self.patch_size
+        out = rearrange(out, "b t h w (p q c) -> b t c (h p) (w q)", p=p, q=p, c=self.out_channels)
+        return out, kvs
+
+    def forward(self, x: Tensor, t: Tensor, external_cond: Tensor | None = None) -> Tensor:
+        """x (B, T, C, H, W), t (B, T) long, external_cond (B, T, A) -> v (B, T, C, H, W)."""
+        return self._run(x, t, external_cond, None)[0]
+
+    def context_kv(self, x: Tensor, t: Tensor, external_cond: Tensor | None = None) -> list[KV]:
+        """Run the context frames once; per block the temporal (keys, values), each (B*h*w, heads, T, d)."""
+        return self._run(x, t, external_cond, None)[1]
+
+    def forward_cached(self, x: Tensor, t: Tensor, external_cond: Tensor | None, past: list[KV]) -> Tensor:
+        """v for frames that follow the cached context: x (B, T_new, C, H, W) -> (B, T_new, C, H, W)."""
+        return self._run(x, t, external_cond, past)[0]
+
+
+def oasis_500m() -> DiT:
+    """The released Oasis 500M layout (DiT-S/2 in open-oasis' naming)."""
+    return DiT(input_h=18, input_w=32, patch_size=2, in_channels=16, hidden_size=1024, depth=16, num_heads=16,
+               mlp_ratio=4.0, external_cond_dim=25, max_frames=32)  # fmt: skip

@@ -1,0 +1,240 @@
+"""Lightning stages of Oasis: `vae` (ViT-VAE reconstruction + small KL), then `dit` (diffusion forcing
+on the frozen VAE's latents). The `dit` checkpoint is self-contained: it holds the VAE weights and the
+VAE's constructor arguments (`vae_hparams`), so `OasisDiTModule.load_from_checkpoint(path)` needs
+neither Hydra nor the `vae` checkpoint.
+
+Batches: frames uint8 (B, T, H, W, C), actions long (B, T) (action t leads from frame t to t+1).
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor
+
+from common.checkpoint import FamilyCheckpoint, check_family
+from common.metrics import psnr, rollout_metrics
+from oasis.diffusion import DiffusionForcing
+from oasis.dit import DiT
+from oasis.vae import AutoencoderKL
+from oasis.world_model import OasisWorldModel
+
+
+def to_signed(frames: Tensor) -> Tensor:
+    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1]."""
+    return rearrange(frames, "n h w c -> n c h w").float() / 127.5 - 1.0
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+
+
+def warmup_adamw(module: L.LightningModule, lr: float, betas, weight_decay: float, warmup_steps: int):
+    params = [p for p in module.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class OasisVAEModule(FamilyCheckpoint, L.LightningModule):
+    """Stage `vae`: L = MSE(recon, x) + kl_weight * KL per latent element; logs {split}/psnr_recon."""
+
+    family = "oasis"
+    stage = "vae"
+
+    def __init__(
+        self,
+        frame_size: int = 64,
+        latent_dim: int = 16,
+        patch_size: int = 8,
+        enc_dim: int = 256,
+        enc_depth: int = 4,
+        enc_heads: int = 4,
+        dec_dim: int = 256,
+        dec_depth: int = 4,
+        dec_heads: int = 4,
+        mlp_ratio: float = 4.0,
+        kl_weight: float = 1e-4,
+        frames_per_clip: int = 4,
+        lr: float = 3e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 1e-3,
+        warmup_steps: int = 100,
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        self.vae = AutoencoderKL(**self.vae_kwargs(self.hparams))
+
+    @staticmethod
+    def vae_kwargs(h: dict) -> dict:
+        """This stage's hyperparameters -> AutoencoderKL constructor arguments."""
+        names = ["latent_dim", "patch_size", "enc_dim", "enc_depth", "enc_heads", "dec_dim", "dec_depth",
+                 "dec_heads", "mlp_ratio"]  # fmt: skip
+        kwargs = {k: h[k] for k in names}
+        return dict(kwargs, input_height=h["frame_size"], input_width=h["frame_size"], use_variational=True)
+
+    def _frames(self, batch: dict, train: bool) -> Tensor:
+        frames = batch["frames"]  # (B, T, H, W, C)
+        if train and self.hparams.frames_per_clip < frames.shape[1]:
+            idx = torch.randperm(frames.shape[1], device=frames.device)[: self.hparams.frames_per_clip]
+            frames = frames[:, idx]
+        return rearrange(frames, "b t h w c -> (b t) h w c")
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x = to_signed(self._frames(batch, train=True))
+        recon, post = self.vae(x)
+        rec = F.mse_loss(recon, x)
+        kl = post.kl().mean() / post.mean[0].numel()
+        loss = rec + self.hparams.kl_weight * kl
+        self.log_dict({"train/loss": loss, "train/recon_mse": rec, "train/kl": kl}, prog_bar=True)
+        return loss
+
+    def _eval(self, batch: dict, split: str) -> None:
+        frames = self._frames(batch, train=False)
+        post = self.vae.encode(to_signed(frames))
+        recon = to_uint8(self.vae.decode(post.mode()))
+        self.log(f"{split}/psnr_recon", psnr(recon, frames).mean(), on_epoch=True, sync_dist=True,
+                 batch_size=frames.shape[0], prog_bar=True)  # fmt: skip
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, "test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return warmup_adamw(self, h.lr, h.betas, h.weight_decay, h.warmup_steps)
+
+
+class OasisDiTModule(FamilyCheckpoint, L.LightningModule):
+    """Stage `dit`: diffusion forcing (independent noise level per frame, v-prediction, min-SNR
+    weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts."""
+
+    family = "oasis"
+    stage = "dit"
+
+    def __init__(
+        self,
+        num_actions: int,
+        vae_ckpt: str | None = None,
+        vae_hparams: dict | None = None,
+        scaling_factor: float | None = None,
+        patch_size: int = 2,
+        hidden_size: int = 256,
+        depth: int = 8,
+        num_heads: int = 8,
+        mlp_ratio: float = 4.0,
+        max_frames: int = 32,
+        timesteps: int = 1000,
+        snr_clip: float = 5.0,
+        clip_noise: float = 6.0,
+        ddim_steps: int = 10,
+        stabilization_level: int = 15,
+        noise_abs_max: float = 20.0,
+        lr: float = 1e-4,
+        betas: tuple[float, float] = (0.9, 0.99),
+        weight_decay: float = 2e-3,
+        warmup_steps: int = 1000,
+        context_frames: int = 4,
+        val_horizon: int = 4,
+        test_horizon: int = 64,
+        log_horizons: tuple[int, ...] = (1, 4, 16, 64),
+    ):
+        super().__init__()
+        self.save_hyperparameters()
+        if vae_hparams is None:
+            if vae_ckpt is None:
+                raise ValueError("OasisDiTModule needs vae_ckpt (a stage-`vae` checkpoint) or vae_hparams")
+            ckpt = check_family(vae_ckpt, "oasis", "vae")
+            vae_hparams = OasisVAEModule.vae_kwargs(ckpt["hyper_parameters"])
+            self.vae = AutoencoderKL(**vae_hparams)
+            prefix = "vae."
+            state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+            self.vae.load_state_dict(state)
+            self.hparams["vae_hparams"] = vae_hparams
+        else:
+            self.vae = AutoencoderKL(**vae_hparams)
+        self.vae.requires_grad_(False).eval()
+        self.dit = DiT(
+            input_h=self.vae.seq_h, input_w=self.vae.seq_w, patch_size=patch_size,
+            in_channels=vae_hparams["latent_dim"], hidden_size=hidden_size, depth=depth, num_heads=num_heads,
+            mlp_ratio=mlp_ratio, external_cond_dim=num_actions, max_frames=max_frames,
+        )  # fmt: skip
+        self.diffusion = DiffusionForcing(timesteps, snr_clip, clip_noise, ddim_steps, stabilization_level,
+                                          noise_abs_max)  # fmt: skip
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.vae.eval()  # frozen, always in eval mode
+        return self
+
+    @property
+    def scaling_factor(self) -> float:
+        if self.hparams.scaling_factor is None:
+            raise RuntimeError("scaling_factor is not set yet (it is estimated on the first batch)")
+        return float(self.hparams.scaling_factor)
+
+    @torch.no_grad()
+    def latents(self, frames: Tensor, scaled: bool = True) -> Tensor:
+        """uint8 (B, T, H, W, C) -> (B, T, C, h, w) posterior means (times scaling_factor)."""
+        b = frames.shape[0]
+        z = self.vae.encode(to_signed(rearrange(frames, "b t h w c -> (b t) h w c"))).mean
+        z = rearrange(z, "(b t) (h w) c -> b t c h w", b=b, h=self.vae.seq_h)
+        if self.hparams.scaling_factor is None:  # unit-variance latents: estimated once, saved in hparams
+            self.hparams["scaling_factor"] = float(1.0 / z.std().clamp_min(1e-6))
+        return z * self.scaling_factor if scaled else z
+
+    def conditions(self, actions: Tensor) -> Tensor:
+        """actions long (B, T) -> per-frame conditions (B, T, A).
+
+        Frame t is conditioned on one_hot(action t - 1), the action that led to it; frame 0 on zeros."""
+        onehot = F.one_hot(actions[:, :-1], self.hparams.num_actions).float()
+        return F.pad(onehot, (0, 0, 1, 0))
+
+    def training_step(self, batch: dict, batch_idx: int) -> Tensor:
+        x0 = self.latents(batch["frames"])
+        loss = self.diffusion.loss(self.dit, x0, self.conditions(batch["actions"]))
+        self.log("train/loss", loss, prog_bar=True)
+        return loss
+
+    def world_model(self, use_cache: bool = True) -> OasisWorldModel:
+        h = self.hparams
+        return OasisWorldModel(
+            self.vae,
+            self.dit,
+            self.diffusion,
+            self.scaling_factor,
+            h.num_actions,
+            h.context_frames,
+            use_cache,
+        )
+
+    def _eval(self, batch: dict, split: str, horizon: int) -> None:
+        frames, actions = batch["frames"], batch["actions"]
+        b, t = actions.shape
+        ctx = min(self.hparams.context_frames, t - 1)
+        horizon = max(1, min(horizon, t - ctx))
+        log = dict(on_epoch=True, sync_dist=True, batch_size=b)
+        x0 = self.latents(frames)
+        self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
+        metrics, _ = rollout_metrics(self.world_model(), frames, actions, ctx, horizon, split)
+        keep = {f"{split}/psnr_next", f"{split}/psnr_copy_last", f"{split}/ssim_next"}
+        for k in set(self.hparams.log_horizons) | {horizon}:
+            if k <= horizon:
+                keep |= {f"{split}/rollout_psnr_k{k}", f"{split}/rollout_copy_last_k{k}"}
+        for name in sorted(keep):
+            self.log(name, metrics[name], prog_bar=name.endswith("psnr_next"), **log)
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, "val", self.hparams.val_horizon)
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._eval(batch, "test", self.hparams.test_horizon)
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return warmup_adamw(self, h.lr, h.betas, h.weight_decay, h.warmup_steps)

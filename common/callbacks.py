@@ -1,0 +1,220 @@
+"""Evaluation callback: sample videos (real | generated) and FVD at the end of validation and test.
+
+The LightningModules compute their own val/test metrics (PSNR, rollouts, ΔtPSNR, F1, ...). This
+callback adds what needs whole clips and files:
+
+- a sample video from fixed held-out clips (the first `num_videos` clips of the first val/test batch),
+  real on the left and generated on the right, one row per clip, written to
+  `<run_dir>/videos/<stage>/<split>_step<N>.mp4` and logged to W&B when a WandbLogger is active;
+- FVD (`<split>/fvd`) over up to `fvd_num_videos` clips when `fvd_weights` names an I3D TorchScript file.
+
+Generation, first match wins:
+1. `module.sample_video(batch) -> uint8 (B, T', H, W, C)`: generated clips aligned with the last T'
+   frames of `batch["frames"]` (context frames may be real copies);
+2. `module.world_model() -> WorldModel`: rollout from `context_length` real frames with the batch's
+   actions, or with `module.eval_actions(batch) -> long (B, T)` when the module has it (Genie's
+   LAM-inferred latent actions); the real context is shown on both sides, then `horizon` steps;
+3. `module.reconstruct(frames uint8 (B, T, H, W, C)) -> uint8 (B, T, H, W, C)` (tokenizer / VAE stages);
+4. none of these: skipped with one info line.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+from torch import Tensor
+
+from common import fvd as fvd_lib
+from common.metrics import rollout
+from common.video import side_by_side, upscale, write_video
+
+log = logging.getLogger(__name__)
+
+
+class EvalVideoCallback(Callback):
+    """Sample videos and FVD at validation/test end. All arguments are primitives (Hydra-friendly).
+
+    num_videos: clips shown in the sample video (rows); 0 disables videos.
+    video_fps: frames per second of the written video.
+    horizon: rollout steps after the real context (capped by the clip length).
+    fvd_weights: path of an I3D TorchScript file, or None to skip FVD (one line says so).
+    fvd_num_videos: clips collected over the split's batches for FVD.
+    video_dir: folder for videos; None = `<Hydra run dir>/videos` (or `<trainer.default_root_dir>/videos`).
+    upscale_factor: nearest-neighbour upscaling of the written video (64x64 frames are small).
+    """
+
+    def __init__(
+        self,
+        num_videos: int = 4,
+        video_fps: int = 15,
+        horizon: int = 8,
+        fvd_weights: str | None = None,
+        fvd_num_videos: int = 64,
+        video_dir: str | None = None,
+        upscale_factor: int = 2,
+    ) -> None:
+        super().__init__()
+        self.num_videos = num_videos
+        self.video_fps = video_fps
+        self.horizon = horizon
+        self.fvd_weights = fvd_weights
+        self.fvd_num_videos = fvd_num_videos
+        self.video_dir = video_dir
+        self.upscale_factor = upscale_factor
+        self._detector = None
+        self._fvd_skip_logged = False
+        self._skip_logged: set[str] = set()
+        self._reset()
+        self.written: list[Path] = []  # videos written so far (tests and users can read it)
+
+    # ------------------------------------------------------------------------------------ state
+
+    def _reset(self) -> None:
+        self._clips: dict | None = None
+        self._fvd_real: list[Tensor] = []
+        self._fvd_fake: list[Tensor] = []
+
+    def _fvd_enabled(self) -> bool:
+        reason = fvd_lib.skip_reason(self.fvd_weights)
+        if reason is not None:
+            if not self._fvd_skip_logged:
+                log.info(reason)
+                self._fvd_skip_logged = True
+            return False
+        if self._detector is None:
+            self._detector = fvd_lib.load_i3d(self.fvd_weights)
+        return True
+
+    # ------------------------------------------------------------------------------------ hooks
+
+    def on_validation_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+
+    def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._reset()
+
+    def on_validation_batch_end(
+        self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
+    ) -> None:
+        if not trainer.sanity_checking:
+            self._collect(pl_module, batch, batch_idx, dataloader_idx)
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        self._collect(pl_module, batch, batch_idx, dataloader_idx)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._finish(trainer, pl_module, "val")
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, pl_module, "test")
+
+    # ------------------------------------------------------------------------------------ work
+
+    def _collect(self, pl_module: LightningModule, batch, batch_idx: int, dataloader_idx: int) -> None:
+        if dataloader_idx != 0 or not isinstance(batch, dict) or "frames" not in batch:
+            return
+        if self._clips is None and self.num_videos > 0:
+            self._clips = {
+                k: v[: self.num_videos].detach().cpu() for k, v in batch.items() if torch.is_tensor(v)
+            }
+        collected = sum(v.shape[0] for v in self._fvd_real)
+        if collected < self.fvd_num_videos and self._fvd_enabled():
+            pair = self._generate(pl_module, batch)
+            if pair is not None:
+                real, fake = pair
+                take = self.fvd_num_videos - collected
+                self._fvd_real.append(real[:take].cpu())
+                self._fvd_fake.append(fake[:take].cpu())
+
+    def _finish(self, trainer: Trainer, pl_module: LightningModule, split: str) -> None:
+        if self._clips is not None and trainer.is_global_zero:
+            pair = self._generate(pl_module, {k: v.to(pl_module.device) for k, v in self._clips.items()})
+            if pair is not None:
+                self._write_video(trainer, pl_module, split, *pair)
+        if self._fvd_real:
+            real, fake = torch.cat(self._fvd_real), torch.cat(self._fvd_fake)
+            if real.shape[0] >= 2:
+                value = fvd_lib.fvd(self._detector, real, fake)
+                pl_module.log(f"{split}/fvd", value, on_epoch=True, sync_dist=True, batch_size=real.shape[0])
+            else:
+                log.info(f"FVD skipped for {split}: only {real.shape[0]} clip(s) collected, need at least 2")
+        self._reset()
+
+    @torch.inference_mode()
+    def _generate(self, pl_module: LightningModule, batch: dict) -> tuple[Tensor, Tensor] | None:
+        """(real, generated) uint8 (B, T', H, W, C) for the batch, or None when the module cannot generate."""
+        frames = batch["frames"]
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            if hasattr(pl_module, "sample_video"):
+                fake = pl_module.sample_video(batch)
+                return frames[:, frames.shape[1] - fake.shape[1] :], fake
+            if hasattr(pl_module, "world_model"):
+                world_model = pl_module.world_model()
+                context = max(1, int(getattr(world_model, "context_length", 1)))
+                horizon = min(self.horizon, frames.shape[1] - context)
+                if horizon < 1:
+                    return self._skip(
+                        f"clips of {frames.shape[1]} frames leave no step after {context} context"
+                    )
+                actions = (
+                    pl_module.eval_actions(batch) if hasattr(pl_module, "eval_actions") else batch["actions"]
+                )
+                generated = rollout(world_model, frames, actions, context, horizon)
+                real = frames[:, : context + horizon]
+                return real, torch.cat([frames[:, :context], generated.to(frames.device)], dim=1)
+            if hasattr(pl_module, "reconstruct"):
+                return frames, pl_module.reconstruct(frames)
+            return self._skip(f"{type(pl_module).__name__} has no sample_video / world_model / reconstruct")
+        finally:
+            pl_module.train(was_training)
+
+    def _skip(self, why: str) -> None:
+        if why not in self._skip_logged:
+            log.info(f"eval videos skipped: {why}")
+            self._skip_logged.add(why)
+        return None
+
+    def _out_dir(self, trainer: Trainer) -> Path:
+        if self.video_dir:
+            return Path(self.video_dir)
+        try:
+            from hydra.core.hydra_config import HydraConfig
+
+            return Path(HydraConfig.get().runtime.output_dir) / "videos"
+        except (ImportError, ValueError):
+            return Path(trainer.default_root_dir) / "videos"
+
+    def _write_video(self, trainer: Trainer, pl_module: LightningModule, split: str, real, fake) -> None:
+        """Rows of real | generated, one per clip, written as mp4 and sent to W&B."""
+        real, fake = _as_uint8(real), _as_uint8(fake)
+        rows = [side_by_side(r, f) for r, f in zip(real, fake)]  # each (T, H, 2W + gap, C)
+        gap = np.full((rows[0].shape[0], 2, rows[0].shape[2], rows[0].shape[3]), 255, dtype=np.uint8)
+        parts = []
+        for i, row in enumerate(rows):
+            parts += [row] if i == 0 else [gap, row]
+        grid = upscale(np.concatenate(parts, axis=1), self.upscale_factor)
+        stage = getattr(pl_module, "stage", "") or "model"
+        path = self._out_dir(trainer) / stage / f"{split}_step{trainer.global_step}.mp4"
+        write_video(path, grid, fps=self.video_fps)
+        self.written.append(path)
+        for logger in trainer.loggers:
+            if type(logger).__name__ == "WandbLogger":
+                import wandb
+
+                video = wandb.Video(str(path), fps=self.video_fps, format="mp4")
+                logger.experiment.log({f"{split}/video": video, "trainer/global_step": trainer.global_step})
+
+
+def _as_uint8(video: Tensor | np.ndarray) -> np.ndarray:
+    """(B, T, H, W, C) tensor/array -> uint8 numpy; float input is taken as [0, 1]."""
+    array = video.detach().cpu() if isinstance(video, Tensor) else torch.as_tensor(video)
+    if array.dtype != torch.uint8:
+        array = (array.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return array.numpy()

@@ -361,7 +361,8 @@ def write_report(paths: list[Path], out: Path, figures_path: Path = PAPER_FIGURE
     figures = load_paper_figures(figures_path)
     out.mkdir(parents=True, exist_ok=True)
 
-    keys = sorted({k for r in runs for k in r.curves})
+    # test/ metrics are logged once at the end: they belong to the table, not to curves
+    keys = sorted({k for r in runs for k in r.curves if not k[1].startswith("test/")})
     plots = {}
     for key in keys:
         stage, metric = key

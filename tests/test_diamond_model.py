@@ -1,0 +1,232 @@
+"""DIAMOND networks: EDM preconditioning, sigma schedule, conditioning, learning, world-model interface."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from diamond.denoiser import Denoiser, quantize
+from diamond.module import DiamondModule
+from diamond.reward_end import RewEndModel
+from diamond.sampler import DiffusionSampler, karras_sigmas
+from diamond.unet import InnerModel
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+TINY = dict(
+    num_actions=3,
+    frame_size=16,
+    cond_channels=16,
+    depths=[1, 1],
+    channels=[8, 8],
+    attn_depths=[False, False],
+    rew_lstm_dim=8,
+    rew_cond_channels=8,
+    rew_depths=[1, 1],
+    rew_channels=[8, 8],
+    rew_attn_depths=[False, False],
+)
+
+
+def tiny_inner(num_actions: int = 3, seed: int = 0) -> InnerModel:
+    torch.manual_seed(seed)
+    return InnerModel(3, 4, 16, [1, 1], [8, 16], [False, False], num_actions)
+
+
+def randomize(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """DIAMOND zero-initialises output convs: randomise all parameters so outputs depend on inputs."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(max(1, p[0].numel())))
+    return model
+
+
+def test_edm_preconditioning_hand_computed():
+    den = Denoiser(tiny_inner(), sigma_data=0.5, sigma_offset_noise=0.3)
+    cs = den.conditioners(torch.tensor([1.0, 0.1]))
+    for i, sigma in enumerate((1.0, 0.1)):
+        s2 = sigma**2 + 0.3**2
+        assert cs.c_in[i].item() == pytest.approx(1 / math.sqrt(s2 + 0.25), rel=1e-6)
+        assert cs.c_skip[i].item() == pytest.approx(0.25 / (s2 + 0.25), rel=1e-6)
+        assert cs.c_out[i].item() == pytest.approx(math.sqrt(s2) * 0.5 / math.sqrt(s2 + 0.25), rel=1e-6)
+        assert cs.c_noise[i].item() == pytest.approx(math.log(math.sqrt(s2)) / 4, rel=1e-6)
+    assert cs.c_in.shape == (2, 1, 1, 1) and cs.c_noise.shape == (2,)
+    # 0-dim sigma (the sampler's) -> broadcastable conditioners and a (1,) noise level
+    cs0 = den.conditioners(torch.tensor(2.0))
+    assert cs0.c_in.shape == (1, 1, 1, 1) and cs0.c_noise.shape == (1,)
+
+
+def test_edm_without_offset_noise_is_karras():
+    den = Denoiser(tiny_inner(), sigma_data=0.5, sigma_offset_noise=0.0)
+    cs = den.conditioners(torch.tensor([0.5]))
+    assert cs.c_skip.item() == pytest.approx(0.5)  # sigma == sigma_data -> c_skip = 1/2
+    assert cs.c_out.item() == pytest.approx(0.5 / math.sqrt(2), rel=1e-6)
+
+
+def test_quantize_truncates_to_the_8bit_grid():
+    x = torch.tensor([-2.0, -1.0, 0.0, 0.999, 1.0, 3.0, -0.5])
+    q = quantize(x)
+    k = (q + 1) / 2 * 255
+    torch.testing.assert_close(k, k.round(), atol=1e-4, rtol=0)
+    assert q[0] == -1 and q[1] == -1 and q[4] == 1 and q[5] == 1
+    assert q[2].item() == pytest.approx(127 / 255 * 2 - 1)  # 127.5 truncates to 127
+
+
+def test_karras_sigmas():
+    s = karras_sigmas(3, 2e-3, 5.0, 7)
+    assert s.shape == (4,)
+    torch.testing.assert_close(s, torch.tensor([5.0, 0.2830817, 2e-3, 0.0]), atol=1e-6, rtol=1e-5)
+    s = karras_sigmas(10, 2e-3, 5.0, 7)
+    assert (s[1:] < s[:-1]).all() and s[-1] == 0
+    lin = karras_sigmas(5, 1.0, 5.0, 1)  # rho = 1: evenly spaced
+    torch.testing.assert_close(lin[:-1], torch.linspace(5, 1, 5))
+
+
+def test_action_conditioning_changes_the_output():
+    den = Denoiser(randomize(tiny_inner()), 0.5, 0.3)
+    x = torch.randn(2, 3, 16, 16)
+    obs = torch.rand(2, 12, 16, 16) * 2 - 1
+    sigma = torch.tensor([0.7, 0.7])
+    a0 = torch.zeros(2, 4, dtype=torch.long)
+    a1 = a0.clone()
+    a1[:, -1] = 2
+    cs = den.conditioners(sigma)
+    with torch.no_grad():
+        y0, y1 = den.model_output(x, obs, a0, cs), den.model_output(x, obs, a1, cs)
+        y0b = den.model_output(x, obs, a0, cs)
+    assert torch.equal(y0, y0b)
+    assert (y0 - y1).abs().max() > 1e-3
+    # past frames and noise level condition too
+    with torch.no_grad():
+        assert (den.model_output(x, obs.flip(0), a0, cs) - y0).abs().max() > 1e-3
+        assert (den.model_output(x, obs, a0, den.conditioners(sigma * 3)) - y0).abs().max() > 1e-3
+
+
+def test_unet_handles_sizes_not_divisible_by_the_downsampling():
+    inner = randomize(tiny_inner())
+    out = inner(
+        torch.randn(1, 3, 10, 14),
+        torch.zeros(1),
+        torch.randn(1, 12, 10, 14),
+        torch.zeros(1, 4, dtype=torch.long),
+    )
+    assert out.shape == (1, 3, 10, 14)
+
+
+def test_bad_action_shape_is_a_clear_error():
+    inner = tiny_inner()
+    with pytest.raises(ValueError, match=r"act must be \(B, 4\)"):
+        inner(
+            torch.randn(1, 3, 8, 8),
+            torch.zeros(1),
+            torch.randn(1, 12, 8, 8),
+            torch.zeros(1, 3, dtype=torch.long),
+        )
+
+
+def test_denoiser_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    den = Denoiser(tiny_inner(), 0.5, 0.3)
+    nxt = torch.rand(4, 3, 16, 16) * 2 - 1
+    obs = nxt.repeat(1, 4, 1, 1)
+    act = torch.randint(0, 3, (4, 4))
+    sigma = torch.tensor([0.1, 0.5, 1.0, 3.0])
+    opt = torch.optim.Adam(den.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = den.loss(nxt, obs, act, sigma, generator=torch.Generator().manual_seed(1))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_reward_end_loss_falls_on_a_fixed_batch():
+    torch.manual_seed(0)
+    rm = RewEndModel(3, 16, 3, 8, 16, [1, 1], [8, 8], [False, False])
+    obs = torch.rand(2, 5, 3, 16, 16) * 2 - 1
+    nxt = torch.rand(2, 5, 3, 16, 16) * 2 - 1
+    act = torch.randint(0, 3, (2, 5))
+    rew = torch.tensor([[0, 1, 0, -1, 0], [0, 0, 2, 0, 0]], dtype=torch.float)
+    end = torch.tensor([[0, 0, 0, 0, 1], [0, 0, 0, 0, 0]], dtype=torch.bool)
+    opt = torch.optim.Adam(rm.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = rm.loss(obs, act, nxt, rew, end)[0]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_sampler_euler_and_heun():
+    den = Denoiser(randomize(tiny_inner()), 0.5, 0.3)
+    prev = torch.rand(2, 4, 3, 16, 16) * 2 - 1
+    act = torch.randint(0, 3, (2, 4))
+    calls = []
+    orig = den.denoise
+
+    def counting(*a, **k):
+        calls.append(1)
+        return orig(*a, **k)
+
+    den.denoise = counting
+    x, traj = DiffusionSampler(den, num_steps=3, order=1).sample(
+        prev, act, generator=torch.Generator().manual_seed(0)
+    )
+    assert x.shape == (2, 3, 16, 16) and len(traj) == 4 and len(calls) == 3
+    # the last step lands on D (sigma -> 0): values on the 8-bit grid
+    k = (x + 1) / 2 * 255
+    torch.testing.assert_close(k, k.round(), atol=1e-3, rtol=0)
+    calls.clear()
+    x2, _ = DiffusionSampler(den, num_steps=3, order=2).sample(
+        prev, act, generator=torch.Generator().manual_seed(0)
+    )
+    assert len(calls) == 5  # Heun: 2 evaluations per step except the last
+    with pytest.raises(ValueError, match="order"):
+        DiffusionSampler(den, order=3)
+
+
+def test_world_model_reset_step_and_errors():
+    module = DiamondModule(
+        num_actions=3,
+        frame_size=16,
+        cond_channels=16,
+        depths=[1, 1],
+        channels=[8, 8],
+        attn_depths=[False, False],
+        rew_lstm_dim=8,
+        rew_cond_channels=8,
+        rew_depths=[1, 1],
+        rew_channels=[8, 8],
+        rew_attn_depths=[False, False],
+    )
+    wm = module.world_model()
+    assert wm.context_length == 4 and wm.frame_shape == (16, 16, 3) and wm.num_actions == 3
+    with pytest.raises(RuntimeError, match="reset"):
+        wm.step(torch.tensor([0]))
+    frames = torch.randint(0, 256, (2, 6, 16, 16, 3), dtype=torch.uint8)
+    wm.reset(frames, torch.randint(0, 3, (2, 6)))
+    step = wm.step(torch.tensor([0, 2]))
+    assert step.frames.shape == (2, 16, 16, 3) and step.frames.dtype == torch.uint8
+    assert step.reward.shape == (2,) and set(step.reward.tolist()) <= {-1.0, 0.0, 1.0}
+    assert step.done.dtype == torch.bool and step.done.shape == (2,)
+    wm.reset(frames[:, :4])  # no actions: zeros
+    wm.step(torch.tensor([1, 1]))
+    with pytest.raises(ValueError, match="action 3 out of range"):
+        wm.step(torch.tensor([3, 0]))
+    with pytest.raises(ValueError, match="frames must be"):
+        wm.reset(frames[:, :2])

@@ -53,7 +53,8 @@ class FakeWorldModel:
 
     @classmethod
     def from_checkpoint(cls, path, device="cpu"):
-        return cls()
+        ckpt = torch.load(path, weights_only=True)
+        return cls(num_actions=ckpt["fake"]["num_actions"], context_length=ckpt["fake"]["context_length"])
 
 
 class FakeEnv:

@@ -2,10 +2,10 @@
 
 import numpy as np
 import pytest
-from test_play_fakes import BREAKOUT, FakeEnv, FakeWorldModel, fake_context
 
 from common.play.keymaps import keymap_for
 from common.play.session import Session
+from tests.test_play_fakes import BREAKOUT, FakeEnv, FakeWorldModel, fake_context
 
 
 def make(context=True, env=True, **kw):

@@ -3,7 +3,8 @@
 import os
 
 import pytest
-from test_play_fakes import BREAKOUT, PROCGEN_FAKE, FakeEnv, FakeWorldModel, fake_context
+
+from tests.test_play_fakes import BREAKOUT, PROCGEN_FAKE, FakeEnv, FakeWorldModel, fake_context
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")

@@ -31,36 +31,55 @@ class Context:
     future_actions: np.ndarray | None = None
 
 
-def dataset_dir(ckpt: dict[str, Any], checkpoint_path: str | Path, data_dir: str | None = None) -> Path:
-    """The dataset folder a checkpoint was trained on: Path(root) / name of its datamodule hyperparameters."""
+@dataclass
+class DatasetInfo:
+    """What a checkpoint says about its data: folder, env source / game / options, held-out seed range."""
+
+    path: Path
+    source: str | None
+    game: str | None
+    env_options: dict
+    seeds: tuple[int, int] | None
+
+
+def dataset_info(
+    ckpt: dict[str, Any], checkpoint_path: str | Path, data_dir: str | None = None, split: str = "test"
+) -> DatasetInfo:
+    """From `ckpt["datamodule_hyper_parameters"]`: the dataset is Path(root) / name, a split a seed range."""
+    from common.data.splits import split_ranges
+
     hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "name" not in hp:
-        raise ValueError(
-            f"{checkpoint_path}: no datamodule hyperparameters: dataset unknown, use context=env or data_dir"
-        )
+        raise ValueError(f"{checkpoint_path}: no datamodule hyperparameters: use context=env or data_dir")
     root = data_dir if data_dir is not None else hp.get("root")
     if root is None:
         raise ValueError(f"{checkpoint_path}: the datamodule has no data root; pass data_dir=DIR")
-    return Path(root) / str(hp["name"])
+    ranges = split_ranges(hp.get("splits") or {"train": 1.0}, hp.get("seed_start", 0), hp.get("episodes", 0))
+    if split not in ranges:
+        raise ValueError(f"{checkpoint_path}: the dataset has no {split!r} split (has {', '.join(ranges)})")
+    return DatasetInfo(
+        Path(root) / str(hp["name"]),
+        hp.get("source"),
+        hp.get("game"),
+        dict(hp.get("env") or {}),
+        ranges[split],
+    )
 
 
 class DatasetContext:
-    """Held-out episodes of a shard dataset, cycled through on every reset."""
+    """Held-out episodes of a shard dataset (seeds in `seeds`, all when None), cycled through on reset."""
 
-    def __init__(self, root: str | Path, context_length: int, split: str = "test") -> None:
+    def __init__(self, root: str | Path, context_length: int, seeds: tuple[int, int] | None = None) -> None:
         from common.data.shards import ShardDataset
 
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset not found: {self.root} (pass data_dir=DIR or context=env)")
-        self.dataset = ShardDataset(self.root)
+        self.dataset = ShardDataset(self.root, verify=False)
         self.context_length = context_length
-        episodes = self.dataset.episodes(split=split)
-        self.episodes = [ep for ep in episodes if ep.length > context_length]
+        self.episodes = [ep for ep in self.dataset.episodes(seeds) if ep.length > context_length]
         if not self.episodes:
-            raise ValueError(
-                f"{self.root}: no {split} episode longer than the context ({context_length} frames)"
-            )
+            raise ValueError(f"{self.root}: no episode (seeds {seeds}) longer than {context_length} frames")
         manifest = self.dataset.manifest
         self.source: str | None = manifest.get("source")
         self.game: str | None = manifest.get("game")

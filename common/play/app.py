@@ -1,0 +1,158 @@
+"""What `python play.py` does once Hydra has composed conf/play.yaml: load, wire, play or record.
+
+The family comes from the checkpoint; the dataset (held-out context episodes, env source and game,
+action names) from the datamodule hyperparameters the checkpoint holds. A window needs a display;
+`record=` runs headless on SDL's dummy driver.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from common.checkpoint import META_KEY, read_checkpoint
+from common.play.context import DatasetContext, DatasetInfo, dataset_info, env_context
+from common.play.keymaps import keymap_for, with_overrides
+from common.play.policies import SequencePolicy, make_policy
+from common.play.recorder import check_writable, record
+from common.play.session import Session
+
+
+def load(checkpoint: str, device: str) -> tuple[Any, dict, str]:
+    """-> (world model, checkpoint dict, family). One-line errors for a missing / foreign checkpoint."""
+    from common.world_model import load_world_model
+
+    if not checkpoint:
+        raise ValueError("checkpoint=PATH is required (e.g. <run_dir>/checkpoints/<stage>/last.ckpt)")
+    ckpt = read_checkpoint(checkpoint)
+    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
+    if not meta:
+        raise ValueError(f"{checkpoint}: not a worldplay checkpoint (no '{META_KEY}' metadata)")
+    return load_world_model(checkpoint, device=device), ckpt, meta["family"]
+
+
+def make_real_env(info: DatasetInfo):
+    from common.data.envs import make_env
+
+    if info.source is None:
+        raise ValueError("the checkpoint does not name its data source: no real environment")
+    return make_env(info.source, info.game, **info.env_options)
+
+
+def run(cfg) -> None:
+    """cfg: the composed conf/play.yaml (see there for every key)."""
+    from common.play.window import has_display
+
+    torch.set_num_threads(int(cfg.threads))
+    if cfg.record:
+        os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
+        check_writable(cfg.record)
+    elif not has_display():
+        raise RuntimeError("no display: use record=out.mp4 (headless), or run where a display is")
+    if cfg.context not in ("dataset", "env"):
+        raise ValueError(f"context={cfg.context!r}: expected dataset or env")
+    world_model, ckpt, family = load(cfg.checkpoint, cfg.device)
+    latent = family == "genie"
+    info = dataset_info(ckpt, cfg.checkpoint, cfg.data_dir, cfg.split)
+    context = None
+    meanings: list[str] | None = None
+    fps = 15
+    if cfg.context == "dataset":
+        context = DatasetContext(info.path, world_model.context_length, info.seeds)
+        meanings, fps = context.action_meanings, context.fps
+    env, env_error = None, None
+    if cfg.context == "env" or (cfg.real_env and not cfg.record):
+        try:
+            env = make_real_env(info)
+            meanings, fps = meanings or env.action_meanings, env.fps
+        except Exception as e:  # noqa: BLE001 - with a dataset context, no env only disables the env view
+            if cfg.context == "env":
+                raise
+            env_error = e
+    fps = int(cfg.fps or fps)
+    title = f"{info.source}/{info.game or ''} ({family})".replace("/ (", " (")
+    env_keymap = keymap_for(info.source, meanings, len(meanings)) if (latent and meanings) else None
+    keymap = with_overrides(
+        keymap_for(info.source, meanings, world_model.num_actions, latent), dict(cfg.bindings or {})
+    )
+    if cfg.compile:
+        from common.play.compile import compile_world_model
+
+        warm = context(0) if context is not None else env_context(env, cfg.seed, world_model.context_length)
+        compile_world_model(world_model, lambda: _warmup(world_model, warm, latent, cfg.device))
+    if cfg.record:
+        _record(cfg, world_model, context, env, latent, fps, keymap.default_action)
+        return
+    session = Session(
+        world_model,
+        keymap,
+        context=context,
+        make_env=_env_factory(env, env_error) if (env or env_error) else None,
+        env_keymap=env_keymap,
+        max_steps=int(cfg.max_steps),
+        seed=int(cfg.seed),
+        device=cfg.device,
+    )
+    from common.play.window import Window
+
+    try:
+        Window(session, title, size=int(cfg.size), fps=fps).run()
+    finally:
+        session.close()
+
+
+def _env_factory(env, error: Exception | None):
+    def make():
+        if error is not None:
+            raise error
+        return env
+
+    return make
+
+
+def _warmup(world_model, ctx, latent: bool, device: str) -> None:
+    with torch.inference_mode():
+        world_model.reset(
+            torch.from_numpy(ctx.frames).to(device)[None],
+            None if latent else torch.from_numpy(ctx.actions).to(device)[None],
+        )
+        world_model.step(torch.zeros(1, dtype=torch.long, device=device))
+
+
+def _record(cfg, world_model, context, env, latent: bool, fps: int, noop: int) -> None:
+    ctx = context(int(cfg.episode)) if context is not None else None
+    if ctx is None:
+        ctx = env_context(env, int(cfg.seed), world_model.context_length, noop)
+    with_real = cfg.policy == "dataset"
+    if with_real and latent:
+        policy = SequencePolicy(_latent_actions(world_model, ctx), "latent actions of the dataset episode")
+    else:
+        future = ctx.future_actions if ctx.future_actions is not None else None
+        policy = make_policy(cfg.policy, world_model.num_actions, int(cfg.seed), future)
+    steps = int(cfg.steps)
+    if isinstance(policy, SequencePolicy):
+        steps = min(steps, len(policy))
+    out = record(
+        world_model, ctx, policy, steps, cfg.record, fps=fps, with_real=with_real,
+        scale=int(cfg.record_scale), latent=latent, device=cfg.device,
+    )  # fmt: skip
+    print(f"wrote {out.path}: {len(out.frames)} frames of {out.frames.shape[2]}x{out.frames.shape[1]}")
+    if out.psnr is not None:
+        print(
+            f"rollout PSNR over {len(out.psnr)} steps: mean {out.psnr.mean():.2f} dB, "
+            f"k=1 {out.psnr[0]:.2f} dB, k={len(out.psnr)} {out.psnr[-1]:.2f} dB"
+        )
+
+
+def _latent_actions(world_model, ctx) -> np.ndarray:
+    """Genie on a dataset episode: the latent actions its LAM infers from the real frames."""
+    infer = getattr(world_model, "infer_actions", None)
+    if infer is None:
+        raise ValueError("policy=dataset with latent actions needs the world model's infer_actions(frames)")
+    frames = np.concatenate([ctx.frames[-1:], ctx.future_frames])
+    with torch.inference_mode():
+        actions = infer(torch.from_numpy(frames)[None])
+    return np.asarray(torch.as_tensor(actions).reshape(-1).cpu(), dtype=np.int64)

@@ -65,6 +65,7 @@ class OasisVAEModule(FamilyCheckpoint, L.LightningModule):
         warmup_steps: int = 100,
     ):
         super().__init__()
+        betas = tuple(float(b) for b in betas)  # plain types in the checkpoint (no OmegaConf lists)
         self.save_hyperparameters()
         self.vae = AutoencoderKL(**self.vae_kwargs(self.hparams))
 
@@ -145,6 +146,10 @@ class OasisDiTModule(FamilyCheckpoint, L.LightningModule):
         log_horizons: tuple[int, ...] = (1, 4, 16, 64),
     ):
         super().__init__()
+        betas, log_horizons = (
+            tuple(float(b) for b in betas),
+            tuple(int(k) for k in log_horizons),
+        )  # plain types
         self.save_hyperparameters()
         if vae_hparams is None:
             if vae_ckpt is None:

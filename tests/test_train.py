@@ -1,0 +1,107 @@
+"""train.py end to end on the small two-stage test family: stage handoff, metrics.json, eval-only, errors."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_train, tiny_data
+
+FAKE_MODEL = """\
+enc:
+  _target_: tests.fake_family.FakeEnc
+  frame_size: ${data.frame_size}
+pred:
+  _target_: tests.fake_family.FakePred
+  enc_ckpt: null
+"""
+
+
+@pytest.fixture(scope="module")
+def fake(tmp_path_factory):
+    """(base overrides, finished run dir) for a full two-stage run."""
+    conf = tmp_path_factory.mktemp("conf")
+    (conf / "model").mkdir()
+    (conf / "model" / "fake.yaml").write_text(FAKE_MODEL)
+    data = tmp_path_factory.mktemp("data")
+    base = [
+        f"hydra.searchpath=[file://{conf}]",
+        "model=fake",
+        "trainer.max_steps=6",
+        "trainer.val_check_interval=3",
+    ]
+    base += tiny_data("procgen", data)
+    run_dir = tmp_path_factory.mktemp("run")
+    out = run_train(base, run_dir)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return base, run_dir
+
+
+def test_two_stages_in_one_run_dir(fake):
+    _, run_dir = fake
+    for stage in ("enc", "pred"):
+        ckpt = torch.load(run_dir / "checkpoints" / stage / "last.ckpt", weights_only=True)
+        assert ckpt["worldplay"] == {"family": "fake", "stage": stage}
+        assert ckpt["global_step"] == 6
+        assert (run_dir / "csv" / stage / "metrics.csv").is_file()
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert set(metrics) == {"test/psnr_recon", "test/loss"}
+    assert (run_dir / "config.yaml").read_text().count("_target_: tests.fake_family.FakePred") == 1
+    pred = torch.load(run_dir / "checkpoints" / "pred" / "last.ckpt", weights_only=True)
+    assert pred["hyper_parameters"]["enc_ckpt"] == str(run_dir / "checkpoints" / "enc" / "last.ckpt")
+    enc = torch.load(run_dir / "checkpoints" / "enc" / "last.ckpt", weights_only=True)
+    torch.testing.assert_close(pred["state_dict"]["enc.enc.weight"], enc["state_dict"]["enc.weight"])
+
+
+def test_rerun_resumes_finished_stages_without_training(fake, tmp_path):
+    base, run_dir = fake
+    before = torch.load(run_dir / "checkpoints" / "pred" / "last.ckpt", weights_only=True)["state_dict"]
+    out = run_train(base, run_dir)
+    assert out.returncode == 0, out.stderr[-2000:]
+    after = torch.load(run_dir / "checkpoints" / "pred" / "last.ckpt", weights_only=True)
+    assert after["global_step"] == 6
+    torch.testing.assert_close(after["state_dict"]["pred.weight"], before["pred.weight"])
+
+
+def test_later_stage_alone_needs_the_earlier_checkpoint(fake, tmp_path):
+    base, run_dir = fake
+    out = run_train(base + ["stage=pred"], tmp_path / "fresh")
+    assert out.returncode == 2
+    assert "error: stage 'pred' needs the enc checkpoint" in out.stderr and "Traceback" not in out.stderr
+    ok = run_train(
+        base + ["stage=pred", f"model.pred.enc_ckpt={run_dir}/checkpoints/enc/last.ckpt"], tmp_path / "b"
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert set(json.loads((tmp_path / "b" / "metrics.json").read_text())) == {"test/loss"}
+
+
+def test_checkpoint_of_another_stage_is_refused(fake, tmp_path):
+    base, run_dir = fake
+    out = run_train(
+        base + ["stage=pred", f"model.pred.enc_ckpt={run_dir}/checkpoints/pred/last.ckpt"], tmp_path
+    )
+    assert out.returncode == 2
+    assert "checkpoint of fake/pred, expected fake/enc" in out.stderr
+
+
+def test_eval_only(fake, tmp_path):
+    base, run_dir = fake
+    out = run_train(base + ["train=false", f"ckpt_path={run_dir}/checkpoints/pred/last.ckpt"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(metrics) == {"test/loss"}
+
+
+def test_bad_stage_and_config_typo(fake, tmp_path):
+    base, _ = fake
+    out = run_train(base + ["stage=decoder"], tmp_path / "a")
+    assert out.returncode == 2 and "stage='decoder' is not a stage of this model" in out.stderr
+    out = run_train(base + ["trainer.max_stepz=3"], tmp_path / "b")
+    assert out.returncode != 0 and "max_stepz" in out.stderr
+
+
+def test_no_model_chosen(tmp_path):
+    out = run_train(["logger=csv"], tmp_path)
+    assert out.returncode == 2 and "pass experiment=<name>" in out.stderr

@@ -12,8 +12,9 @@ Generation, first match wins:
 1. `module.sample_video(batch) -> uint8 (B, T', H, W, C)`: generated clips aligned with the last T'
    frames of `batch["frames"]` (context frames may be real copies);
 2. `module.world_model() -> WorldModel`: rollout from `context_length` real frames with the batch's
-   actions, or with `module.eval_actions(batch) -> long (B, T)` when the module has it (Genie's
-   LAM-inferred latent actions); the real context is shown on both sides, then `horizon` steps;
+   actions, or with `module.eval_actions(batch)` / `module.latent_actions(frames)` -> long (B, T) when
+   the module has one (Genie's LAM-inferred latent actions); the real context is shown on both sides,
+   then `horizon` steps;
 3. `module.reconstruct(frames uint8 (B, T, H, W, C)) -> uint8 (B, T, H, W, C)` (tokenizer / VAE stages);
 4. none of these: skipped with one info line.
 """
@@ -163,9 +164,7 @@ class EvalVideoCallback(Callback):
                     return self._skip(
                         f"clips of {frames.shape[1]} frames leave no step after {context} context"
                     )
-                actions = (
-                    pl_module.eval_actions(batch) if hasattr(pl_module, "eval_actions") else batch["actions"]
-                )
+                actions = self._actions(pl_module, batch)
                 generated = rollout(world_model, frames, actions, context, horizon)
                 real = frames[:, : context + horizon]
                 return real, torch.cat([frames[:, :context], generated.to(frames.device)], dim=1)
@@ -174,6 +173,15 @@ class EvalVideoCallback(Callback):
             return self._skip(f"{type(pl_module).__name__} has no sample_video / world_model / reconstruct")
         finally:
             pl_module.train(was_training)
+
+    @staticmethod
+    def _actions(pl_module: LightningModule, batch: dict) -> Tensor:
+        """The module's evaluation actions (Genie: LAM-inferred latent actions), else the batch's."""
+        if hasattr(pl_module, "eval_actions"):
+            return pl_module.eval_actions(batch)
+        if hasattr(pl_module, "latent_actions"):
+            return pl_module.latent_actions(batch["frames"])
+        return batch["actions"]
 
     def _skip(self, why: str) -> None:
         if why not in self._skip_logged:

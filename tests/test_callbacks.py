@@ -85,6 +85,11 @@ class WithLatentActions(WithWorldModel):
         return torch.full_like(batch["actions"], 3)
 
 
+class WithLamActions(WithWorldModel):
+    def latent_actions(self, frames):
+        return torch.full(frames.shape[:2], 2, dtype=torch.long)
+
+
 class WithSampleVideo(WithWorldModel):
     def sample_video(self, batch):
         return torch.zeros_like(batch["frames"][:, 1:])
@@ -133,11 +138,12 @@ def test_world_model_rollout_video_for_val_and_test(tmp_path):
     assert torch.equal(module.wm.actions_seen[-3], actions[:, 1])
 
 
-def test_latent_actions_used_when_the_module_provides_them(tmp_path):
+@pytest.mark.parametrize("cls,action", [(WithLatentActions, 3), (WithLamActions, 2)])
+def test_latent_actions_used_when_the_module_provides_them(tmp_path, cls, action):
     callback = EvalVideoCallback(num_videos=1, horizon=2)
-    module = WithLatentActions()
+    module = cls()
     make_trainer(tmp_path, callback, limit_val_batches=1).validate(module, loader())
-    assert callback.written and all((a == 3).all() for a in module.wm.actions_seen)
+    assert callback.written and all((a == action).all() for a in module.wm.actions_seen)
 
 
 def test_sample_video_preferred_over_world_model(tmp_path):

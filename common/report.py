@@ -30,22 +30,24 @@ import yaml
 
 PAPER_FIGURES = Path(__file__).with_name("paper_figures.csv")
 
-# Config keys that may differ between seeds of one experiment (flattened, dotted; fnmatch patterns).
+# Config keys that may differ between seeds of one experiment: the seed, paths, logging and display
+# settings, checkpoint paths (flattened, dotted; fnmatch patterns).
 IGNORED_KEYS = (
     "seed",
     "tags",
     "paths.*",
     "hydra.*",
+    "logger.*",
+    "print_config",
+    "data.progress",
+    "*.enable_progress_bar",
+    "*.enable_model_summary",
     "ckpt_path",
     "*_ckpt",
     "*.save_dir",
     "*.dirpath",
     "*.video_dir",
     "*.default_root_dir",
-    "logger.*.name",
-    "logger.*.id",
-    "logger.*.version",
-    "logger.*.group",
 )
 
 

@@ -38,7 +38,9 @@ def make_run(
                 "tokenizer_ckpt": str(run / "checkpoints"),
             },
         },
-        "trainer": {"max_steps": 4},
+        "trainer": {"max_steps": 4, "enable_progress_bar": seed % 2 == 0},
+        "logger": {"wandb": {"name": f"{name}-seed{seed}", "save_dir": str(run)}},
+        "print_config": seed == 0,
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))

@@ -1,0 +1,337 @@
+"""Benchmarks: `python -m common.bench {play,train,data} [--experiments a,b] --out FILE.json`.
+
+- play: ms/frame and frames/s of each experiment's world model (batch 1), cached vs uncached where the
+  family exposes `use_cache`, from randomly initialised models built from the experiment configs
+  (Hydra compose API; no checkpoint, no data). JSON: [{"family", "experiment", "cached", "ms_per_frame", "fps"}].
+- train: steps/s and samples/s of every stage on a synthetic batch of the experiment's shape (a real
+  Lightning Trainer, so optimizers, schedules and clipping are the stage's own), the FLOPs of one step
+  (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a float32 matmul peak measured in
+  the same process.
+- data: the data pipeline's own benchmark (common.data.bench).
+
+Timings share the machine with whatever else runs: report the load with the figures. Benchmarks are
+never timed tests: tests only check that the harness produces well-formed rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from common.config import CONF_DIR
+
+PLAY_KEYS = ("family", "experiment", "cached", "ms_per_frame", "fps")
+# null module kwargs a trained model learns from data but a random one needs set (Oasis' latent scale)
+RANDOM_INIT = {"scaling_factor": 1.0}
+
+
+# --- configs and randomly initialised modules ---------------------------------------------------------
+def experiment_names() -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+def compose_experiment(name: str, overrides: Iterable[str] = ()) -> Any:
+    """The composed train config of `experiment=name` (nothing is collected or downloaded)."""
+    from hydra import compose, initialize_config_dir
+
+    if name not in experiment_names():
+        raise ValueError(f"unknown experiment {name!r} (known: {', '.join(experiment_names())})")
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"experiment={name}", *overrides])
+
+
+def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:
+    """Every stage's LightningModule, randomly initialised, in order; earlier stages are handed to later
+    ones through checkpoints written into `run_dir` exactly where train.py would put them."""
+    import hydra
+    from omegaconf import open_dict
+
+    from common.checkpoint import META_KEY
+    from common.stages import checkpoint_dir, module_config, stage_config
+
+    modules = {}
+    for stage in cfg.model.keys():
+        scfg = stage_config(cfg, stage)
+        mcfg = module_config(scfg, stage, Path(run_dir))
+        with open_dict(mcfg):
+            for key, value in RANDOM_INIT.items():
+                if key in mcfg and mcfg[key] is None:
+                    mcfg[key] = value
+        module = hydra.utils.instantiate(mcfg, _convert_="all")
+        path = checkpoint_dir(Path(run_dir), stage) / "last.ckpt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        ckpt = {
+            "state_dict": module.state_dict(),
+            "hyper_parameters": dict(module.hparams),
+            META_KEY: {"family": module.family, "stage": stage},
+        }
+        torch.save(ckpt, path)
+        modules[stage] = module
+    return modules
+
+
+def count_params(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+# --- play ---------------------------------------------------------------------------------------------
+@torch.inference_mode()
+def time_world_model(
+    world_model, frames: int = 10, warmup: int = 2, context: int = 16, seed: int = 0
+) -> float:
+    """ms per generated frame at batch 1, after `warmup` frames, from `context` random context frames."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(context, world_model.context_length)
+    video = torch.randint(0, 256, (1, t, *world_model.frame_shape), generator=g, dtype=torch.uint8)
+    actions = torch.randint(0, world_model.num_actions, (1, t), generator=g)
+    world_model.reset(video, actions)
+    step = lambda: world_model.step(torch.randint(0, world_model.num_actions, (1,), generator=g))
+    for _ in range(warmup):
+        step()
+    start = time.perf_counter()
+    for _ in range(frames):
+        step()
+    return 1000.0 * (time.perf_counter() - start) / frames
+
+
+def play_rows(
+    family: str, experiment: str, world_model, frames: int = 10, warmup: int = 2, context: int = 16
+) -> list[dict]:
+    """Rows for one world model: cached and uncached when it has `use_cache`, else one uncached row."""
+    settings = [True, False] if hasattr(world_model, "use_cache") else [False]
+    rows = []
+    for cached in settings:
+        if hasattr(world_model, "use_cache"):
+            world_model.use_cache = cached
+        ms = time_world_model(world_model, frames, warmup, context)
+        rows.append({"family": family, "experiment": experiment, "cached": cached, "ms_per_frame": ms,
+                     "fps": 1000.0 / ms})  # fmt: skip
+    return rows
+
+
+def bench_play(
+    experiments: list[str], frames: int, warmup: int, context: int, log: Callable = print
+) -> list[dict]:
+    rows = []
+    for name in experiments:
+        cfg = compose_experiment(name)
+        with tempfile.TemporaryDirectory() as run_dir:
+            modules = build_modules(cfg, run_dir)
+        final = list(modules.values())[-1].eval()
+        world_model = final.world_model()
+        n = sum(count_params(m) for m in modules.values())
+        log(f"{name}: {final.family}, {n / 1e6:.1f}M parameters (all stages), context {context} frames")
+        rows += play_rows(final.family, name, world_model, frames, warmup, context)
+        log(f"  {rows[-1]}")
+    return rows
+
+
+# --- train --------------------------------------------------------------------------------------------
+def synthetic_batch(batch_size: int, clip_length: int, frame_size: int, num_actions: int, seed: int = 0):
+    """A batch in the VideoDataModule format, random content."""
+    g = torch.Generator().manual_seed(seed)
+    b, t = batch_size, clip_length
+    return {
+        "frames": torch.randint(0, 256, (b, t, frame_size, frame_size, 3), generator=g, dtype=torch.uint8),
+        "actions": torch.randint(0, num_actions, (b, t), generator=g),
+        "rewards": torch.randint(-1, 2, (b, t), generator=g).float(),
+        "terminals": torch.zeros(b, t, dtype=torch.bool),
+    }
+
+
+class _Repeat(torch.utils.data.Dataset):
+    """The same pre-collated batch, `n` times (batch_size=None in the DataLoader)."""
+
+    def __init__(self, batch: dict, n: int):
+        self.batch, self.n = batch, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> dict:
+        return self.batch
+
+
+def matmul_peak(n: int = 1024, repeats: int = 10) -> float:
+    """float32 matmul FLOP/s on this machine with the current torch threads (best of `repeats`)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    torch.mm(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        best = min(best, time.perf_counter() - start)
+    return 2.0 * n**3 / best
+
+
+def time_training(
+    module, batch: dict, steps: int = 5, warmup: int = 1, trainer_kwargs: dict | None = None
+) -> dict:
+    """Train `module` on `batch` for warmup + steps optimizer steps; the first step counts FLOPs.
+
+    Returns {"steps_per_s", "samples_per_s", "flops_per_step"}.
+    """
+    import lightning as L
+    from torch.utils.flop_counter import FlopCounterMode
+
+    class Timer(L.Callback):
+        def __init__(self):
+            self.times, self.flops, self.counter = [], 0, None
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if batch_idx == 0:
+                self.counter = FlopCounterMode(display=False)
+                self.counter.__enter__()
+            self.start = time.perf_counter()
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            elapsed = time.perf_counter() - self.start
+            if self.counter is not None:
+                self.counter.__exit__(None, None, None)
+                self.flops, self.counter = self.counter.get_total_flops(), None
+            elif batch_idx >= warmup:
+                self.times.append(elapsed)
+
+    timer = Timer()
+    kwargs = {"accelerator": "cpu", "devices": 1, "precision": "32-true", **(trainer_kwargs or {})}
+    trainer = L.Trainer(
+        max_steps=warmup + steps, logger=False, callbacks=[timer], enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        **kwargs,
+    )  # fmt: skip
+    n = (warmup + steps) * max(1, int(kwargs.get("accumulate_grad_batches", 1)))
+    loader = torch.utils.data.DataLoader(_Repeat(batch, n), batch_size=None)
+    trainer.fit(module, train_dataloaders=loader)
+    if not timer.times:
+        raise RuntimeError(f"{type(module).__name__}: no timed training step (a stage that does not train?)")
+    seconds = sum(timer.times) / len(timer.times)
+    b = len(batch["frames"])
+    return {"steps_per_s": 1.0 / seconds, "samples_per_s": b / seconds, "flops_per_step": float(timer.flops)}
+
+
+def train_rows(experiment: str, cfg, run_dir: str | Path, steps: int, warmup: int, peak: float) -> list[dict]:
+    """One row per stage of `cfg.model`: throughput on a synthetic batch of the stage's data shape."""
+    from common.stages import stage_config
+
+    rows = []
+    modules = build_modules(cfg, run_dir)
+    for stage, module in modules.items():
+        scfg = stage_config(cfg, stage)
+        d = scfg.data
+        batch = synthetic_batch(int(d.batch_size), int(d.clip_length), int(d.frame_size), int(d.num_actions))
+        tk = {k: scfg.trainer[k] for k in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+              if scfg.trainer.get(k) is not None}  # fmt: skip
+        r = time_training(module, batch, steps, warmup, tk)
+        achieved = r["flops_per_step"] * r["steps_per_s"]
+        rows.append({
+            "family": module.family, "experiment": experiment, "stage": stage,
+            "batch_size": int(d.batch_size), "clip_length": int(d.clip_length), "params": count_params(module),
+            **r, "flops_per_s": achieved, "peak_flops_per_s": peak, "fraction_of_peak": achieved / peak,
+        })  # fmt: skip
+    return rows
+
+
+def bench_train(
+    experiments: list[str], steps: int, warmup: int, overrides: list[str], log=print
+) -> list[dict]:
+    peak = matmul_peak()
+    log(f"float32 matmul peak: {peak / 1e9:.1f} GFLOP/s with {torch.get_num_threads()} threads")
+    rows = []
+    for name in experiments:
+        cfg = compose_experiment(name, overrides)
+        with tempfile.TemporaryDirectory() as run_dir:
+            rows += train_rows(name, cfg, run_dir, steps, warmup, peak)
+        log(f"  {name}: done")
+    return rows
+
+
+# --- output -------------------------------------------------------------------------------------------
+def print_table(title: str, rows: list[dict]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    if not rows:
+        Console().print(f"{title}: no rows")
+        return
+    for key in rows[0]:
+        table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
+    for row in rows:
+        table.add_row(*(_fmt(v) for v in row.values()))
+    Console().print(table)
+
+
+def _fmt(v) -> str:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return str(v)
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{v:.3g}" if abs(v) < 1e4 else f"{v:.3e}"
+
+
+def write_json(path: str | Path, rows: list[dict]) -> Path:
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(rows, indent=1) + "\n")
+    except OSError as e:
+        raise ValueError(f"cannot write {path}: {e.strerror}") from None
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m common.bench", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    play = sub.add_parser("play", help="ms/frame of every experiment's world model (batch 1)")
+    train = sub.add_parser("train", help="steps/s, samples/s and FLOP/s of every stage")
+    sub.add_parser("data", help="the data pipeline (common.data.bench)", add_help=False)
+    for p in (play, train):
+        p.add_argument("--experiments", default=None, help="comma-separated (default: every conf/experiment)")
+        p.add_argument("--out", default=None, help="write the rows as JSON here")
+        p.add_argument("--threads", type=int, default=2)
+    play.add_argument("--frames", type=int, default=10, help="timed frames per setting")
+    play.add_argument("--warmup", type=int, default=2)
+    play.add_argument("--context", type=int, default=16, help="context frames given to reset()")
+    train.add_argument("--steps", type=int, default=3, help="timed optimizer steps per stage")
+    train.add_argument("--warmup", type=int, default=1)
+    train.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    args, rest = parser.parse_known_args(argv)
+    if args.command != "data" and rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.rest = rest
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    import sys
+
+    args = parse_args(argv)
+    if args.command == "data":
+        from common.data import bench as data_bench  # the foundation's data benchmark
+
+        return data_bench.run(args) or 0
+    torch.set_num_threads(args.threads)
+    experiments = args.experiments.split(",") if args.experiments else experiment_names()
+    try:
+        if args.command == "play":
+            rows = bench_play(experiments, args.frames, args.warmup, args.context)
+        else:
+            rows = bench_train(experiments, args.steps, args.warmup, args.override)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print_table(f"bench {args.command} ({torch.get_num_threads()} threads)", rows)
+    if args.out:
+        print(f"wrote {write_json(args.out, rows)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

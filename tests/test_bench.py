@@ -1,0 +1,93 @@
+"""The benchmark harness produces well-formed rows (on tiny fakes; nothing here is a timing assertion)."""
+
+import json
+import math
+import sys
+import types
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+import common.data
+from common import bench
+from tests.test_play_fakes import FakeWorldModel
+
+
+class CachedFake(FakeWorldModel):
+    use_cache = True
+
+
+def check_play_row(row, family, experiment):
+    assert tuple(row) == bench.PLAY_KEYS
+    assert row["family"] == family and row["experiment"] == experiment and isinstance(row["cached"], bool)
+    assert row["ms_per_frame"] > 0 and math.isclose(row["fps"], 1000.0 / row["ms_per_frame"])
+
+
+def test_play_rows_cached_and_uncached():
+    rows = bench.play_rows("fake", "fake_tiny", CachedFake(), frames=2, warmup=1, context=6)
+    assert [r["cached"] for r in rows] == [True, False]
+    for r in rows:
+        check_play_row(r, "fake", "fake_tiny")
+    rows = bench.play_rows("fake", "fake_tiny", FakeWorldModel(), frames=2, warmup=0, context=2)
+    assert len(rows) == 1 and rows[0]["cached"] is False
+    json.dumps(rows)
+
+
+def fake_family_cfg():
+    return OmegaConf.create(
+        {
+            "model": {
+                "enc": {"_target_": "tests.fake_family.FakeEnc", "code": 4},
+                "pred": {"_target_": "tests.fake_family.FakePred", "enc_ckpt": None},
+            },
+            "data": {"batch_size": 2, "clip_length": 3, "frame_size": 64, "num_actions": 4},
+            "trainer": {"gradient_clip_val": 1.0},
+            "stage_overrides": {"pred": {"data": {"batch_size": 3}}},
+        }
+    )
+
+
+def test_build_modules_hands_stages_over(tmp_path):
+    modules = bench.build_modules(fake_family_cfg(), tmp_path)
+    assert list(modules) == ["enc", "pred"]
+    assert (tmp_path / "checkpoints" / "enc" / "last.ckpt").is_file()
+    assert torch.equal(
+        modules["pred"].enc.enc.weight, modules["enc"].enc.weight
+    )  # the handoff carried weights
+
+
+def test_train_rows_on_fake_family(tmp_path):
+    peak = bench.matmul_peak(n=64, repeats=2)
+    rows = bench.train_rows("fake_tiny", fake_family_cfg(), tmp_path, steps=2, warmup=1, peak=peak)
+    assert [r["stage"] for r in rows] == ["enc", "pred"]
+    assert [r["batch_size"] for r in rows] == [2, 3]  # stage_overrides applied per stage
+    for r in rows:
+        assert r["family"] == "fake" and r["steps_per_s"] > 0 and r["flops_per_step"] > 0
+        assert math.isclose(r["samples_per_s"], r["steps_per_s"] * r["batch_size"])
+        assert math.isclose(r["fraction_of_peak"], r["flops_per_s"] / peak)
+    json.dumps(rows)
+
+
+def test_synthetic_batch_format():
+    b = bench.synthetic_batch(2, 5, 64, 7)
+    assert b["frames"].dtype == torch.uint8 and b["frames"].shape == (2, 5, 64, 64, 3)
+    assert b["actions"].dtype == torch.long and int(b["actions"].max()) < 7
+    assert b["rewards"].dtype == torch.float32 and b["terminals"].dtype == torch.bool
+
+
+def test_cli_errors_json_and_data_delegation(tmp_path, monkeypatch, capsys):
+    assert bench.main(["play", "--experiments", "no_such_experiment"]) == 1
+    assert "unknown experiment 'no_such_experiment'" in capsys.readouterr().err
+    out = bench.write_json(tmp_path / "sub" / "rows.json", [{"a": 1}])
+    assert json.loads(out.read_text()) == [{"a": 1}]
+    with pytest.raises(ValueError, match="cannot write"):
+        bench.write_json("/proc/worldplay/rows.json", [])
+    seen = {}
+    fake = types.SimpleNamespace(run=lambda args: seen.setdefault("args", args) and 0)
+    monkeypatch.setitem(sys.modules, "common.data.bench", fake)
+    monkeypatch.setattr(common.data, "bench", fake, raising=False)
+    assert bench.main(["data", "--out", str(tmp_path / "d.json")]) == 0
+    assert seen["args"].command == "data" and "--out" in seen["args"].rest
+    bench.print_table("rows", bench.play_rows("fake", "x", FakeWorldModel(), frames=1, warmup=0, context=4))
+    assert "ms_per_frame" in capsys.readouterr().out

@@ -69,7 +69,9 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_shard(path: Path, episodes: list[Episode], attrs: dict[str, Any], compression: str = "zstd") -> None:
+def write_shard(
+    path: Path, episodes: list[Episode], attrs: dict[str, Any], compression: str = "zstd"
+) -> None:
     """Write whole episodes to `path` atomically (temporary name, fsync, rename)."""
     frames = np.concatenate([e.frames for e in episodes])
     starts = np.cumsum([0] + [len(e) for e in episodes]).astype(np.int64)
@@ -155,13 +157,17 @@ class ShardDataset:
             path = self.root / shard["file"]
             check_shard(path)
             if path.stat().st_size != shard["bytes"]:
-                raise ValueError(f"{path}: size {path.stat().st_size} differs from the manifest's {shard['bytes']}")
+                raise ValueError(
+                    f"{path}: size {path.stat().st_size} differs from the manifest's {shard['bytes']}"
+                )
             if verify and sha256(path) != shard["sha256"]:
                 raise ValueError(f"{path}: sha256 does not match {manifest_path}")
             starts = shard["episode_starts"]
             for e, seed in enumerate(shard["episode_seeds"]):
                 self.refs.append(EpisodeRef(i, e, starts[e], starts[e + 1] - starts[e], seed))
         self._handles: dict[int, h5py.File] = {}
+        self._frames: dict[int, h5py.Dataset] = {}
+        self._small: dict[int, dict[str, np.ndarray]] = {}  # actions/rewards/terminals, read once per shard
         self._pid = os.getpid()
 
     @property
@@ -175,32 +181,35 @@ class ShardDataset:
         lo, hi = seeds
         return [r for r in self.refs if lo <= r.seed < hi]
 
-    def _handle(self, shard: int) -> h5py.File:
+    def _open(self, shard: int) -> None:
         if os.getpid() != self._pid:  # forked into a worker: never reuse the parent's handles
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._frames, self._pid = {}, {}, os.getpid()
         if shard not in self._handles:
             path = self.root / self.manifest["shards"][shard]["file"]
-            self._handles[shard] = h5py.File(path, "r", rdcc_nbytes=4 << 20)
-        return self._handles[shard]
+            f = h5py.File(path, "r", rdcc_nbytes=4 << 20)
+            self._handles[shard], self._frames[shard] = f, f["frames"]
+            if shard not in self._small:
+                self._small[shard] = {k: f[k][:] for k in ("actions", "rewards", "terminals")}
 
     def read(self, ref: EpisodeRef, start: int = 0, stop: int | None = None) -> dict[str, np.ndarray]:
         """Rows [start, stop) of an episode: frames (T,H,W,C) uint8, actions (T,) int32, rewards, terminals."""
         stop = ref.length if stop is None else stop
-        f = self._handle(ref.shard)
+        self._open(ref.shard)
         a, b = ref.start + start, ref.start + stop
+        small = self._small[ref.shard]
         return {
-            "frames": f["frames"][a:b],
-            "actions": f["actions"][a:b],
-            "rewards": f["rewards"][a:b],
-            "terminals": f["terminals"][a:b],
+            "frames": self._frames[ref.shard][a:b],
+            "actions": small["actions"][a:b],
+            "rewards": small["rewards"][a:b],
+            "terminals": small["terminals"][a:b],
         }
 
     def close(self) -> None:
         for h in self._handles.values():
             h.close()
-        self._handles = {}
+        self._handles, self._frames = {}, {}
 
     def __getstate__(self):
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_frames"] = {}, {}
         return state

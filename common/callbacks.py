@@ -42,7 +42,8 @@ class EvalVideoCallback(Callback):
     num_videos: clips shown in the sample video (rows); 0 disables videos.
     video_fps: frames per second of the written video.
     horizon: rollout steps after the real context (capped by the clip length).
-    fvd_weights: path of an I3D TorchScript file, or None to skip FVD (one line says so).
+    fvd_weights: path of an I3D TorchScript file (loaded at setup: a wrong path fails at once), or None
+        to skip FVD (one line says so).
     fvd_num_videos: clips collected over the split's batches for FVD.
     video_dir: folder for videos; None = `<Hydra run dir>/videos` (or `<trainer.default_root_dir>/videos`).
     upscale_factor: nearest-neighbour upscaling of the written video (64x64 frames are small).
@@ -80,15 +81,19 @@ class EvalVideoCallback(Callback):
         self._fvd_fake: list[Tensor] = []
 
     def _fvd_enabled(self) -> bool:
-        reason = fvd_lib.skip_reason(self.fvd_weights)
-        if reason is not None:
+        if not self.fvd_weights:
             if not self._fvd_skip_logged:
-                log.info(reason)
+                log.info(fvd_lib.skip_reason(None))
                 self._fvd_skip_logged = True
             return False
         if self._detector is None:
             self._detector = fvd_lib.load_i3d(self.fvd_weights)
         return True
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        """Load the I3D file before any step: a wrong eval.fvd_weights fails at once, in one line."""
+        if self.fvd_weights and self._detector is None:
+            self._detector = fvd_lib.load_i3d(self.fvd_weights)
 
     # ------------------------------------------------------------------------------------ hooks
 
@@ -125,7 +130,7 @@ class EvalVideoCallback(Callback):
             }
         collected = sum(v.shape[0] for v in self._fvd_real)
         if collected < self.fvd_num_videos and self._fvd_enabled():
-            pair = self._generate(pl_module, batch)
+            pair = self._safely(self._generate, pl_module, batch, what="FVD clips")
             if pair is not None:
                 real, fake = pair
                 take = self.fvd_num_videos - collected
@@ -134,9 +139,10 @@ class EvalVideoCallback(Callback):
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, split: str) -> None:
         if self._clips is not None and trainer.is_global_zero:
-            pair = self._generate(pl_module, {k: v.to(pl_module.device) for k, v in self._clips.items()})
+            clips = {k: v.to(pl_module.device) for k, v in self._clips.items()}
+            pair = self._safely(self._generate, pl_module, clips, what="sample video")
             if pair is not None:
-                self._write_video(trainer, pl_module, split, *pair)
+                self._safely(self._write_video, trainer, pl_module, split, *pair, what="sample video")
         if self._fvd_real:
             real, fake = torch.cat(self._fvd_real), torch.cat(self._fvd_fake)
             if real.shape[0] >= 2:
@@ -173,6 +179,15 @@ class EvalVideoCallback(Callback):
             return self._skip(f"{type(pl_module).__name__} has no sample_video / world_model / reconstruct")
         finally:
             pl_module.train(was_training)
+
+    @staticmethod
+    def _safely(fn, *args, what: str):
+        """Evaluation extras never stop a training run: a failure is one warning line, then skipped."""
+        try:
+            return fn(*args)
+        except Exception as e:  # noqa: BLE001 - reported, the run goes on
+            log.warning(f"{what} skipped: {type(e).__name__}: {e}")
+            return None
 
     @staticmethod
     def _actions(pl_module: LightningModule, batch: dict) -> Tensor:

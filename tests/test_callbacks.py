@@ -246,3 +246,23 @@ def test_video_sent_to_wandb_when_a_wandb_logger_is_active(tmp_path):
     trainer.validate(WithWorldModel(), loader())
     (entry,) = wandb_logger.experiment.logged
     assert type(entry["val/video"]).__name__ == "Video" and entry["trainer/global_step"] == 0
+
+
+class BrokenWorldModel(Base):
+    def world_model(self):
+        raise RuntimeError("no weights yet")
+
+
+def test_generation_failure_is_one_warning_and_the_run_goes_on(tmp_path, caplog):
+    callback = EvalVideoCallback(num_videos=1)
+    trainer = make_trainer(tmp_path, callback, max_steps=2, num_sanity_val_steps=0, limit_val_batches=1)
+    with caplog.at_level("WARNING"):
+        trainer.fit(BrokenWorldModel(), loader(), loader())
+    assert trainer.global_step == 2 and callback.written == []
+    assert any("sample video skipped: RuntimeError: no weights yet" in r.message for r in caplog.records)
+
+
+def test_wrong_fvd_weights_fail_at_setup(tmp_path):
+    callback = EvalVideoCallback(fvd_weights=str(tmp_path / "nope.pt"))
+    with pytest.raises(FileNotFoundError, match="nope.pt"):
+        make_trainer(tmp_path, callback, max_steps=1).fit(WithWorldModel(), loader(), loader())

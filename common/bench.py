@@ -51,6 +51,7 @@ def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:
     """Every stage's LightningModule, randomly initialised, in order; earlier stages are handed to later
     ones through checkpoints written into `run_dir` exactly where train.py would put them."""
     import hydra
+    import lightning
     from omegaconf import open_dict
 
     from common.checkpoint import META_KEY
@@ -68,6 +69,7 @@ def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:
         path = checkpoint_dir(Path(run_dir), stage) / "last.ckpt"
         path.parent.mkdir(parents=True, exist_ok=True)
         ckpt = {
+            "pytorch-lightning_version": lightning.__version__,
             "state_dict": module.state_dict(),
             "hyper_parameters": dict(module.hparams),
             META_KEY: {"family": module.family, "stage": stage},

@@ -56,7 +56,13 @@ def run(cfg) -> None:
         raise ValueError(f"context={cfg.context!r}: expected dataset or env")
     world_model, ckpt, family = load(cfg.checkpoint, cfg.device)
     latent = family == "genie"
-    info = dataset_info(ckpt, cfg.checkpoint, cfg.data_dir, cfg.split)
+    try:
+        info = dataset_info(ckpt, cfg.checkpoint, cfg.data_dir, cfg.split)
+    except ValueError:
+        if cfg.context == "dataset" or not cfg.source:
+            raise
+        info = DatasetInfo(None, None, None, {}, None)  # e.g. imported weights: the env is named on the CLI
+    info.source, info.game = cfg.source or info.source, cfg.game or info.game
     context = None
     meanings: list[str] | None = None
     fps = 15

@@ -35,7 +35,7 @@ class Context:
 class DatasetInfo:
     """What a checkpoint says about its data: folder, env source / game / options, held-out seed range."""
 
-    path: Path
+    path: Path | None
     source: str | None
     game: str | None
     env_options: dict
@@ -50,7 +50,9 @@ def dataset_info(
 
     hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
     if not hp or "name" not in hp:
-        raise ValueError(f"{checkpoint_path}: no datamodule hyperparameters: use context=env or data_dir")
+        raise ValueError(
+            f"{checkpoint_path}: the checkpoint names no dataset: use context=env source=S game=G"
+        )
     root = data_dir if data_dir is not None else hp.get("root")
     if root is None:
         raise ValueError(f"{checkpoint_path}: the datamodule has no data root; pass data_dir=DIR")

@@ -20,6 +20,7 @@ import csv
 import fnmatch
 import json
 import math
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -347,6 +348,18 @@ def plot_metric(groups: list[Group], key: tuple[str, str], out: Path) -> Path | 
 # ------------------------------------------------------------------------------------------- markdown
 
 
+def sample_videos(group: Group, out: Path) -> list[str]:
+    """Markdown links (relative to `out`) to each run's last test video per stage (common.callbacks)."""
+    links = []
+    for run in group.runs:
+        for stage_dir in sorted(p for p in (run.path / "videos").glob("*") if p.is_dir()):
+            tests = sorted(stage_dir.glob("test_step*.mp4"), key=lambda p: int(p.stem.split("step")[-1] or 0))
+            if tests:
+                rel = os.path.relpath(tests[-1].resolve(), out.resolve())
+                links.append(f"[seed {run.seed} {stage_dir.name}]({Path(rel).as_posix()})")
+    return links
+
+
 def _fmt(x: float) -> str:
     return f"{x:.4g}"
 
@@ -426,6 +439,9 @@ def write_report(paths: list[Path], out: Path, figures_path: Path = PAPER_FIGURE
         )
         if other:
             lines += [f"Paper figures for metrics these runs do not report: {', '.join(other)}.", ""]
+        videos = sample_videos(group, out)
+        if videos:
+            lines += ["Sample videos (real | generated, last test video per stage): " + ", ".join(videos), ""]
 
     if plots:
         lines += ["## Curves", "", "Mean over seeds (line) and ±1 std (band) per group.", ""]

@@ -107,6 +107,18 @@ def test_three_seeds_one_group_with_bands_and_table(sweep, tmp_path):
         assert (out / "plots" / name).stat().st_size > 1000
 
 
+def test_sample_videos_linked(sweep, tmp_path):
+    root, _ = sweep
+    run = sorted(root.iterdir())[0]
+    for name in ("test_step2.mp4", "test_step10.mp4", "val_step10.mp4"):
+        (run / "videos" / "dynamics").mkdir(parents=True, exist_ok=True)
+        (run / "videos" / "dynamics" / name).write_bytes(b"")
+    report = write_report([root], tmp_path / "r")[0].read_text()
+    link = f"[seed 0 dynamics](../multirun/sweep/{run.name}/videos/dynamics/test_step10.mp4)"
+    assert link in report
+    assert "test_step2.mp4" not in report
+
+
 def test_plot_has_band_of_one_std(sweep, tmp_path, monkeypatch):
     """The band drawn is mean ± sample std of the seeds at each step."""
     import matplotlib.axes

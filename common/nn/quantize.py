@@ -111,7 +111,7 @@ class FSQ(nn.Module):
 
 
 def make_quantizer(kind: str, num_codes: int, dim: int, fsq_levels: list[int] | None = None, **vq_kwargs):
-    """"vq" -> VectorQuantizer(num_codes, dim); "fsq" -> FSQ(fsq_levels, dim) (num_codes is then prod(levels))."""
+    """ "vq" -> VectorQuantizer(num_codes, dim); "fsq" -> FSQ(fsq_levels, dim) (num_codes is then prod(levels))."""
     if kind == "vq":
         return VectorQuantizer(num_codes, dim, **vq_kwargs)
     if kind == "fsq":

@@ -87,4 +87,3 @@ class STTransformer(nn.Module):
             x, kv = block(x, past[i] if past else None)
             kvs.append(kv)
         return self.norm(x), kvs
-

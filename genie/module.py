@@ -1,0 +1,268 @@
+"""Genie's two training stages as LightningModules (Genie §2, App. F).
+
+- `GenieTokenizerModule` (stage "tokenizer"): the ST-ViViT VQ-VAE on frames; logs psnr_recon and
+  codebook usage / perplexity.
+- `GenieDynamicsModule` (stage "dynamics"): the LAM and the MaskGIT dynamics model trained jointly
+  on the tokens of a frozen tokenizer read from `tokenizer_ckpt`; the tokenizer's constructor
+  arguments are kept in this module's hyperparameters and its weights in its state dict, so a
+  dynamics checkpoint is self-contained. Evaluates psnr_next / rollouts (latent actions inferred by
+  the LAM from the real frames), the copy-last-frame baseline and ΔtPSNR at t = `delta_t`.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+
+from common.checkpoint import FamilyCheckpoint, check_family
+from common.metrics import psnr, rollout_metrics
+from genie.delta_psnr import genie_delta_psnr
+from genie.dynamics import DynamicsModel
+from genie.lam import LatentActionModel
+from genie.maskgit import training_mask
+from genie.patches import to_model, to_uint8
+from genie.tokenizer import VideoTokenizer
+from genie.world_model import GenieWorldModel
+
+TOKENIZER_KEYS = (
+    "frame_size", "channels", "patch_size", "d_model", "num_heads", "enc_layers", "dec_layers",
+    "num_codes", "code_dim", "quantizer", "fsq_levels", "mlp_ratio", "dropout",
+)  # fmt: skip
+
+
+def plain(value: Any) -> Any:
+    """Hydra ListConfig/DictConfig -> list/dict, so hyperparameters load with weights_only=True."""
+    if hasattr(value, "items"):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
+        return [plain(v) for v in value]
+    return value
+
+
+def adamw_warmup_cosine(module: L.LightningModule, params, lr, min_lr, betas, weight_decay, warmup_steps):
+    """AdamW; LR rises linearly over warmup_steps, then follows a cosine from lr to min_lr by the last step."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    total = max(int(module.trainer.estimated_stepping_batches), warmup_steps + 1)
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
+        return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+class GenieTokenizerModule(FamilyCheckpoint, L.LightningModule):
+    family, stage = "genie", "tokenizer"
+
+    def __init__(
+        self,
+        frame_size: int = 64,
+        channels: int = 3,
+        patch_size: int = 4,
+        d_model: int = 512,
+        num_heads: int = 8,
+        enc_layers: int = 8,
+        dec_layers: int = 8,
+        num_codes: int = 1024,
+        code_dim: int = 32,
+        quantizer: str = "vq",
+        fsq_levels: list[int] | None = None,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        lr: float = 3e-4,
+        min_lr: float = 3e-4,
+        betas: list[float] = (0.9, 0.9),
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 10000,
+    ):
+        super().__init__()
+        fsq_levels, betas = plain(fsq_levels), plain(betas)
+        self.save_hyperparameters()
+        self.tokenizer = VideoTokenizer(**{k: self.hparams[k] for k in TOKENIZER_KEYS})
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        x = to_model(batch["frames"])
+        recon, _, vq_loss, stats = self.tokenizer(x)
+        mse = F.mse_loss(recon, x)
+        loss = mse + vq_loss
+        b = x.shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({"train/mse": mse, "train/vq_loss": vq_loss}, batch_size=b)
+        self.log_dict({f"train/codebook_{k}": v for k, v in stats.items()}, batch_size=b)
+        return loss
+
+    def _evaluate(self, batch: dict, prefix: str) -> None:
+        frames = batch["frames"]
+        x = to_model(frames)
+        recon, _, vq_loss, stats = self.tokenizer(x)
+        metrics = {
+            f"{prefix}/loss": F.mse_loss(recon, x) + vq_loss,
+            f"{prefix}/psnr_recon": psnr(to_uint8(recon), frames).mean(),
+            **{f"{prefix}/codebook_{k}": v for k, v in stats.items()},
+        }
+        self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        return adamw_warmup_cosine(
+            self, self.parameters(), h.lr, h.min_lr, h.betas, h.weight_decay, h.warmup_steps
+        )
+
+
+class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
+    family, stage = "genie", "dynamics"
+
+    def __init__(
+        self,
+        tokenizer_ckpt: str | None = None,
+        tokenizer_hparams: dict | None = None,
+        frame_size: int = 64,
+        channels: int = 3,
+        clip_length: int = 16,
+        num_actions: int = 6,
+        lam_patch_size: int = 16,
+        lam_d_model: int = 512,
+        lam_num_heads: int = 8,
+        lam_enc_layers: int = 8,
+        lam_dec_layers: int = 8,
+        lam_code_dim: int = 32,
+        dyn_d_model: int = 512,
+        dyn_num_heads: int = 8,
+        dyn_num_layers: int = 12,
+        mlp_ratio: float = 4.0,
+        dropout: float = 0.0,
+        mask_rate_min: float = 0.5,
+        maskgit_steps: int = 25,
+        temperature: float = 1.0,
+        context_frames: int = 4,
+        rollout_horizon: int = 4,
+        delta_t: int = 4,
+        eval_batches: int = 2,
+        eval_clips: int = 8,
+        lr: float = 3e-5,
+        min_lr: float = 3e-6,
+        betas: list[float] = (0.9, 0.9),
+        weight_decay: float = 1e-4,
+        warmup_steps: int = 5000,
+    ):
+        super().__init__()
+        tokenizer_state = None
+        if tokenizer_hparams is None:  # first construction: read the tokenizer stage's checkpoint
+            if tokenizer_ckpt is None:
+                raise ValueError(
+                    "GenieDynamicsModule: tokenizer_ckpt is null (path of a genie/tokenizer checkpoint)"
+                )
+            ckpt = check_family(tokenizer_ckpt, "genie", "tokenizer")
+            tokenizer_hparams = {k: ckpt["hyper_parameters"][k] for k in TOKENIZER_KEYS}
+            prefix = "tokenizer."
+            tokenizer_state = {
+                k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
+            }
+        tokenizer_hparams, betas = plain(tokenizer_hparams), plain(betas)
+        if tokenizer_hparams["frame_size"] != frame_size:
+            raise ValueError(
+                f"tokenizer frame_size {tokenizer_hparams['frame_size']} != dynamics frame_size {frame_size}"
+            )
+        self.save_hyperparameters()
+        self.tokenizer = VideoTokenizer(**tokenizer_hparams)
+        if tokenizer_state is not None:
+            self.tokenizer.load_state_dict(tokenizer_state)
+        self.tokenizer.requires_grad_(False).eval()
+        self.lam = LatentActionModel(
+            frame_size, channels, lam_patch_size, lam_d_model, lam_num_heads, lam_enc_layers,
+            lam_dec_layers, num_actions, lam_code_dim, mlp_ratio, dropout,
+        )  # fmt: skip
+        grid = (frame_size // tokenizer_hparams["patch_size"],) * 2
+        self.dynamics = DynamicsModel(
+            self.tokenizer.num_codes, num_actions, grid, dyn_d_model, dyn_num_heads, dyn_num_layers,
+            mlp_ratio, dropout,
+        )  # fmt: skip
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tokenizer.eval()  # frozen: no dead-code restarts, no dropout
+        return self
+
+    def world_model(self, **overrides) -> GenieWorldModel:
+        """The current weights as a WorldModel (latent actions); overrides e.g. maskgit_steps=8, seed=0."""
+        h = self.hparams
+        kwargs = dict(
+            max_frames=h.clip_length, context_length=h.context_frames, maskgit_steps=h.maskgit_steps,
+            temperature=h.temperature,
+        )  # fmt: skip
+        kwargs.update(overrides)
+        return GenieWorldModel(self.tokenizer, self.lam, self.dynamics, **kwargs)
+
+    @torch.no_grad()
+    def latent_actions(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, H, W, C) -> long (B, T): the LAM's latent action from frame t to t+1 (last one 0)."""
+        actions = self.lam.encode(to_model(frames))[1]
+        return torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], 1)
+
+    def _losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        x = to_model(frames)
+        with torch.no_grad():
+            tokens = self.tokenizer.encode(x)[1]  # (B, T, N)
+        pred, actions, lam_vq, stats = self.lam(x)
+        lam_mse = F.mse_loss(pred, x[:, 1:])
+        prev = torch.cat([actions.new_full((actions.shape[0], 1), -1), actions], 1)  # indices: stop-grad
+        mask = training_mask(tokens.shape, (self.hparams.mask_rate_min, 1.0), device=tokens.device)
+        logits, _ = self.dynamics(tokens.masked_fill(mask, self.dynamics.mask_id), prev)
+        ce = F.cross_entropy(logits[mask], tokens[mask])
+        acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
+        loss = lam_mse + lam_vq + ce
+        logs = {
+            "loss": loss, "lam_mse": lam_mse, "lam_vq_loss": lam_vq, "dyn_ce": ce, "dyn_token_acc": acc,
+            "action_usage": stats["usage"], "action_entropy": stats["perplexity"].log(),
+        }  # fmt: skip
+        return loss, logs
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        loss, logs = self._losses(batch["frames"])
+        b = batch["frames"].shape[0]
+        self.log("train/loss", loss, prog_bar=True, batch_size=b)
+        self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "loss"}, batch_size=b)
+        return loss
+
+    def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
+        frames = batch["frames"]
+        _, logs = self._losses(frames)
+        self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
+                      batch_size=frames.shape[0])  # fmt: skip
+        if batch_idx >= self.hparams.eval_batches:
+            return
+        h = self.hparams
+        clips = frames[: h.eval_clips]
+        actions = self.latent_actions(clips)
+        gen = torch.Generator(device=clips.device).manual_seed(batch_idx)
+        wm = self.world_model(seed=batch_idx)
+        horizon = min(h.rollout_horizon, clips.shape[1] - h.context_frames)
+        metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix)
+        metrics[f"{prefix}/delta_psnr_t{h.delta_t}"] = genie_delta_psnr(
+            wm, clips, actions, h.delta_t, gen
+        ).mean()
+        self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "val")
+
+    def test_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluate(batch, batch_idx, "test")
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = [p for n, p in self.named_parameters() if not n.startswith("tokenizer.")]
+        return adamw_warmup_cosine(self, params, h.lr, h.min_lr, h.betas, h.weight_decay, h.warmup_steps)

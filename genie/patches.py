@@ -1,0 +1,36 @@
+"""Frames <-> non-overlapping square patches, the token grid of Genie's ViT-style models."""
+
+from __future__ import annotations
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+
+def check_patch(frame_size: int, patch_size: int) -> tuple[int, int]:
+    """The (rows, cols) token grid of a square frame; a one-line error when the patch does not divide it."""
+    if frame_size % patch_size:
+        raise ValueError(f"patch_size={patch_size} does not divide frame_size={frame_size}")
+    return frame_size // patch_size, frame_size // patch_size
+
+
+def patchify(frames: Tensor, patch_size: int) -> Tensor:
+    """(B, T, H, W, C) -> (B, T, N, P*P*C) with N = (H/P) * (W/P), row-major."""
+    return rearrange(frames, "b t (h p) (w q) c -> b t (h w) (p q c)", p=patch_size, q=patch_size)
+
+
+def unpatchify(patches: Tensor, patch_size: int, height: int) -> Tensor:
+    """(B, T, N, P*P*C) -> (B, T, H, W, C); `height` is H in pixels (frames are square or H given)."""
+    return rearrange(
+        patches, "b t (h w) (p q c) -> b t (h p) (w q) c", h=height // patch_size, p=patch_size, q=patch_size
+    )
+
+
+def to_model(frames: Tensor) -> Tensor:
+    """uint8 [0, 255] -> float [-1, 1]."""
+    return frames.float() / 127.5 - 1.0
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
+    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

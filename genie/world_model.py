@@ -1,0 +1,111 @@
+"""GenieWorldModel: play a trained Genie frame by frame with latent actions (DESIGN.md WorldModel).
+
+reset(frames) tokenizes real context frames and infers the latent actions between them with the
+LAM (any given actions are ignored: Genie's actions are its own latent ones). step(latent_action)
+samples the next frame's tokens with MaskGIT and decodes them. Generation is fast because both
+ST-transformers are causal in time: the temporal keys/values of the context frames are computed
+once per generated frame and reused by every MaskGIT step (`use_cache=False` recomputes them, the
+reference the cached path must match). The window holds at most `max_frames` frames, the clip
+length the models were trained on; when it slides, the caches are rebuilt once.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from common.world_model import Step, check_actions
+from genie.dynamics import DynamicsModel
+from genie.lam import LatentActionModel
+from genie.maskgit import sample_frame
+from genie.patches import to_model, to_uint8
+from genie.tokenizer import VideoTokenizer
+
+
+class GenieWorldModel:
+    def __init__(
+        self,
+        tokenizer: VideoTokenizer,
+        lam: LatentActionModel,
+        dynamics: DynamicsModel,
+        max_frames: int,
+        context_length: int = 1,
+        maskgit_steps: int = 25,
+        temperature: float = 1.0,
+        use_cache: bool = True,
+        seed: int | None = None,
+    ):
+        self.tokenizer, self.lam, self.dynamics = tokenizer.eval(), lam.eval(), dynamics.eval()
+        self.num_actions = dynamics.num_actions
+        self.frame_shape = (tokenizer.frame_size, tokenizer.frame_size, tokenizer.channels)
+        self.context_length, self.max_frames = context_length, max_frames
+        self.maskgit_steps, self.temperature, self.use_cache = maskgit_steps, temperature, use_cache
+        self.device = next(dynamics.parameters()).device
+        self.generator = torch.Generator(device=self.device)
+        if seed is not None:
+            self.generator.manual_seed(seed)
+        self.tokens: Tensor | None = None
+
+    @torch.inference_mode()
+    def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
+        """frames: uint8 (B, T, H, W, C) real context; actions are ignored (latent actions are inferred)."""
+        if frames.ndim != 5 or tuple(frames.shape[2:]) != self.frame_shape:
+            raise ValueError(f"reset expects frames (B, T, {self.frame_shape}), got {tuple(frames.shape)}")
+        x = to_model(frames[:, -self.max_frames :].to(self.device))
+        self.tokens = self.tokenizer.encode(x)[1]
+        prev = torch.full(self.tokens.shape[:2], -1, dtype=torch.long, device=self.device)
+        if x.shape[1] > 1:
+            prev[:, 1:] = self.lam.encode(x)[1]
+        self.prev_actions = prev
+        self.dyn_kv = self.dec_kv = None
+
+    @torch.inference_mode()
+    def step(self, actions: Tensor) -> Step:
+        """actions: long (B,) latent actions in [0, num_actions) -> Step(frames uint8 (B, H, W, C))."""
+        if self.tokens is None:
+            raise RuntimeError("GenieWorldModel.step called before reset(frames)")
+        act = check_actions(actions, self.num_actions).to(self.device).reshape(-1, 1)  # (B, 1)
+        if self.tokens.shape[1] >= self.max_frames:  # slide the window; the first frame has no action
+            self.tokens, self.prev_actions = self.tokens[:, 1:], self.prev_actions[:, 1:].clone()
+            self.prev_actions[:, 0] = -1
+            self.dyn_kv = self.dec_kv = None
+        b, _, n = self.tokens.shape
+        if self.use_cache:
+            if self.dyn_kv is None:
+                self.dyn_kv = self.dynamics(self.tokens, self.prev_actions)[1]
+            logits_fn = lambda t: self.dynamics(t[:, None], act, past=self.dyn_kv)[0][:, 0]
+        else:
+            tokens, prev = self.tokens, torch.cat([self.prev_actions, act], 1)
+            logits_fn = lambda t: self.dynamics(torch.cat([tokens, t[:, None]], 1), prev)[0][:, -1]
+        new = sample_frame(
+            logits_fn,
+            b,
+            n,
+            self.dynamics.mask_id,
+            self.maskgit_steps,
+            self.temperature,
+            self.generator,
+            self.device,
+        )[:, None]  # (B, 1, N)
+        if self.use_cache:
+            self.dyn_kv = self.dynamics(new, act, past=self.dyn_kv)[1]
+            if self.dec_kv is None:
+                self.dec_kv = self.tokenizer.decode_tokens(self.tokens)[1]
+            frame, self.dec_kv = self.tokenizer.decode_tokens(new, past=self.dec_kv)
+        else:
+            frame = self.tokenizer.decode_tokens(torch.cat([self.tokens, new], 1))[0][:, -1:]
+        self.tokens = torch.cat([self.tokens, new], 1)
+        self.prev_actions = torch.cat([self.prev_actions, act], 1)
+        return Step(frames=to_uint8(frame[:, 0]))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> GenieWorldModel:
+        """A dynamics-stage checkpoint (self-contained: it holds the tokenizer too) -> GenieWorldModel."""
+        from common.checkpoint import check_family
+        from genie.module import GenieDynamicsModule
+
+        check_family(path, "genie", "dynamics")
+        module = GenieDynamicsModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
+        return module.world_model()

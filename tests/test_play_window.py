@@ -82,6 +82,9 @@ def test_header_and_help_text():
     w.update()
     lines = w.header_lines()
     assert "WORLD MODEL" in lines[0] and "step 1/" in lines[1] and "reward" in lines[2] and "done" in lines[2]
+    latent = Session(FakeWorldModel(), keymap_for(None, None, 4, latent=True), fake_context(), FakeEnv,
+                     env_keymap=keymap_for("atari", BREAKOUT, 4))  # fmt: skip
+    assert "keys 1..4: latent actions 0..3" in Window(latent, "genie", size=64).header_lines()[3]
     help_lines = Window.help_lines(keymap_for(None, None, 4, latent=True), keymap_for("atari", BREAKOUT, 4))
     assert any("latent 3" in line for line in help_lines) and any("FIRE" in line for line in help_lines)
     key(pygame.K_ESCAPE)

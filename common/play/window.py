@@ -134,7 +134,13 @@ class Window:
             parts.append(f"reward {st.reward:+.2f}  return {st.ret:+.2f}")
         if st.done is not None:
             parts.append(f"done {st.done}")
-        return [line1, line2, "  ".join(parts), st.message]
+        line4 = st.message
+        if not line4 and self.session.latent:  # Genie: the latent action keys, always in sight
+            keys = [k for k, _ in self.session.keymap.legend]
+            line4 = (
+                f"keys {keys[0]}..{keys[-1]}: latent actions 0..{len(keys) - 1} (h: legend, real-env keys)"
+            )
+        return [line1, line2, "  ".join(parts), line4]
 
     @staticmethod
     def help_lines(keymap: Keymap, env_keymap: Keymap | None) -> list[str]:

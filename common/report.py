@@ -35,6 +35,7 @@ PAPER_FIGURES = Path(__file__).with_name("paper_figures.csv")
 # settings, checkpoint paths (flattened, dotted; fnmatch patterns).
 IGNORED_KEYS = (
     "seed",
+    "*.seed",
     "tags",
     "paths.*",
     "hydra.*",
@@ -192,6 +193,13 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
     """Group runs whose configs differ only in seed; label groups and flag experiments split apart."""
     by_key: dict[str, list[Run]] = defaultdict(list)
     configs = {id(r): comparable_config(r) for r in runs}
+    # keys interpolated from the seed (e.g. a callback's `seed: ${seed}`) equal it in every run
+    seeded = [r for r in runs if r.seed is not None]
+    if len({str(r.seed) for r in seeded}) > 1:
+        for key in set().union(*(configs[id(r)] for r in seeded)):
+            if all(configs[id(r)].get(key) == json.dumps(r.seed) for r in seeded):
+                for r in runs:
+                    configs[id(r)].pop(key, None)
     for run in runs:
         by_key[json.dumps(configs[id(run)], sort_keys=True)].append(run)
     groups = [Group(key=k, runs=sorted(v, key=lambda r: str(r.seed))) for k, v in by_key.items()]

@@ -41,6 +41,7 @@ def make_run(
         "trainer": {"max_steps": 4, "enable_progress_bar": seed % 2 == 0},
         "logger": {"wandb": {"name": f"{name}-seed{seed}", "save_dir": str(run)}},
         "print_config": seed == 0,
+        "callbacks": {"seeds": {"seed": seed}, "other": {"offset": 100 + seed if name == "x" else seed}},
     }
     (run / "config.yaml").write_text(yaml.safe_dump(config))
     (run / ".hydra" / "config.yaml").write_text(yaml.safe_dump(config))

@@ -14,6 +14,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import common.config  # noqa: F401 - registers the config resolvers
@@ -42,9 +43,10 @@ def main(cfg: DictConfig) -> float | None:
     try:
         stages = [eval_stage(cfg)] if not cfg.train else stage_names(cfg)
         OmegaConf.resolve(cfg)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-        if cfg.print_config:
-            print_config(cfg)
+        if rank_zero_only.rank == 0:  # DDP ranks > 0 run this script too; they write nothing
+            (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
+            if cfg.print_config:
+                print_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
         metrics: dict[str, float] = {}
         for stage in stages:

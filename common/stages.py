@@ -23,6 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
+from common.resume import exit_if_preempted, resume_checkpoint
 
 
 class StageError(ValueError):
@@ -112,12 +113,19 @@ def make_loggers(cfg: DictConfig, stage: str, run_dir: Path) -> list:
 
 
 def _wandb_id(run_dir: Path, stage: str) -> str:
-    """A W&B run id kept in the run dir, so a resumed stage continues the same W&B run."""
+    """A W&B run id kept in the run dir, so a resumed stage continues the same W&B run.
+
+    Only global rank 0 writes the file (and only it opens a W&B run); other DDP ranks get a throwaway id.
+    """
+    import uuid
+
+    from lightning.pytorch.utilities import rank_zero_only
+
     path = run_dir / "wandb_ids.json"
     ids = json.loads(path.read_text()) if path.is_file() else {}
     if stage not in ids:
-        import uuid
-
+        if rank_zero_only.rank != 0:
+            return uuid.uuid4().hex[:12]
         ids[stage] = uuid.uuid4().hex[:12]
         path.write_text(json.dumps(ids))
     return ids[stage]
@@ -169,10 +177,15 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if cfg.train:
         last = checkpoint_dir(run_dir, stage) / "last.ckpt"
-        resume = str(last) if cfg.resume and last.is_file() and not scfg.trainer.fast_dev_run else None
+        resume = (
+            None
+            if scfg.trainer.fast_dev_run
+            else resume_checkpoint(cfg.resume, run_dir, stage, module.family)
+        )
         if resume:
             check_family(resume, module.family, stage)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+        exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
         trainer.save_checkpoint(last)  # also under fast_dev_run, so the next stage finds it
     if cfg.test or not cfg.train:
         trainer.test(module, datamodule=datamodule, verbose=False)

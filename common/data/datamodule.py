@@ -24,8 +24,10 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.collect import collect
+from common.data.sampler import ClipSampler, ResumableLoader
 from common.data.shards import MANIFEST, EpisodeRef, ShardDataset
 from common.data.splits import split_ranges
+from common.resume import ignore_preemption_signals
 
 
 class ClipDataset(Dataset):
@@ -113,6 +115,7 @@ class VideoDataModule(L.LightningDataModule):
     ):
         super().__init__()
         self.save_hyperparameters()
+        self.prepare_data_per_node = False  # one collection (global rank 0) into a shared data_dir
         self.path = Path(root) / name
         self.splits = split_ranges(splits or {"train": 1.0}, seed_start, episodes)
         self.eval_clip_length = eval_clip_length or clip_length
@@ -185,7 +188,17 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        """Shuffled by (seed, epoch), split across DDP ranks, resumable mid-epoch (common/data/sampler.py)."""
+        dataset = self._dataset("train")
+        workers = self.hparams.num_workers
+        return ResumableLoader(
+            dataset,
+            ClipSampler(dataset),
+            batch_size=self.hparams.batch_size,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            worker_init_fn=_seed_worker,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
@@ -197,4 +210,5 @@ class VideoDataModule(L.LightningDataModule):
 def _seed_worker(worker_id: int) -> None:
     seed = torch.initial_seed() % 2**32
     np.random.seed(seed)
+    ignore_preemption_signals()  # the main process saves and stops; workers must not die first
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -74,3 +74,42 @@ def test_oasis_world_model_video(tmp_path):
     assert path.relative_to(tmp_path).as_posix() == "videos/dit/val_step0.mp4"
     context = module.world_model().context_length
     assert read_video(path).shape == (context + 2, 2 * S + 2, 2 * S + 2, 3)
+
+
+def genie_tokenizer():
+    from genie.module import GenieTokenizerModule
+
+    return GenieTokenizerModule(
+        frame_size=S, patch_size=4, d_model=16, num_heads=2, enc_layers=1, dec_layers=1, num_codes=16,
+        code_dim=4, mlp_ratio=2.0,
+    )  # fmt: skip
+
+
+def test_genie_tokenizer_reconstruction_video(tmp_path):
+    torch.manual_seed(0)
+    callback = validate_with_callback(genie_tokenizer(), tmp_path)
+    (path,) = callback.written
+    assert path.relative_to(tmp_path).as_posix() == "videos/tokenizer/val_step0.mp4"
+    assert read_video(path).shape == (T, 2 * S + 2, 2 * S + 2, 3)
+
+
+def test_genie_dynamics_video_from_latent_actions(tmp_path):
+    from genie.module import TOKENIZER_KEYS, GenieDynamicsModule
+
+    torch.manual_seed(0)
+    tokenizer = genie_tokenizer()
+    module = GenieDynamicsModule(
+        tokenizer_hparams={k: tokenizer.hparams[k] for k in TOKENIZER_KEYS}, frame_size=S, max_frames=T,
+        num_latent_actions=4, lam_patch_size=8, lam_d_model=16, lam_num_heads=2, lam_enc_layers=1,
+        lam_dec_layers=1, lam_code_dim=4, dyn_d_model=16, dyn_num_heads=2, dyn_num_layers=1, mlp_ratio=2.0,
+        maskgit_steps=2, context_frames=4, rollout_horizon=2, delta_t=2, rollout_batches=1, rollout_clips=2,
+    )  # fmt: skip
+    seen = []
+    latent_actions = module.latent_actions
+    module.latent_actions = lambda frames: seen.append(frames.shape) or latent_actions(frames)
+    callback = validate_with_callback(module, tmp_path)
+    (path,) = callback.written
+    assert path.relative_to(tmp_path).as_posix() == "videos/dynamics/val_step0.mp4"
+    assert seen and seen[-1] == (2, T, S, S, 3)  # the video's rollout used LAM-inferred actions
+    context = module.world_model().context_length
+    assert read_video(path).shape == (context + 2, 2 * S + 2, 2 * S + 2, 3)

@@ -40,6 +40,10 @@ def compile_world_model(world_model, warmup) -> bool:
             "compile=true: this world model exposes no network to compile; running eager", stacklevel=2
         )
         return False
+    # every target's compiled wrapper shares one code object: allow one cache entry per block type
+    config = torch._dynamo.config
+    name = "recompile_limit" if hasattr(config, "recompile_limit") else "cache_size_limit"
+    setattr(config, name, max(getattr(config, name), 8 * len(targets)))
     try:
         for module in targets:
             module.forward = torch.compile(module.forward)

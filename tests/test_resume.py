@@ -45,10 +45,10 @@ def fake_conf(root: Path) -> Path:
     return root
 
 
-def tiny_args(conf: Path, data_dir: Path) -> list[str]:
+def tiny_args(conf: Path, data_dir: Path, model: str = "fake") -> list[str]:
     return [
         f"hydra.searchpath=[file://{conf}]",
-        "model=fake",
+        f"model={model}",
         f"paths.data_dir={data_dir}",
         "data.name=resume_tiny",
         "data.episodes=8",

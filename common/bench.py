@@ -180,8 +180,12 @@ def time_training(
 
     Returns {"steps_per_s", "samples_per_s", "flops_per_step"}.
     """
+    import logging
+
     import lightning as L
     from torch.utils.flop_counter import FlopCounterMode
+
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)  # no per-stage Trainer banners
 
     class Timer(L.Callback):
         def __init__(self):
@@ -259,15 +263,16 @@ def print_table(title: str, rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
 
+    console = Console(width=max(Console().width, 200))  # the whole row, even into a pipe
     table = Table(title=title)
     if not rows:
-        Console().print(f"{title}: no rows")
+        console.print(f"{title}: no rows")
         return
     for key in rows[0]:
         table.add_column(key, justify="right" if isinstance(rows[0][key], (int, float)) else "left")
     for row in rows:
         table.add_row(*(_fmt(v) for v in row.values()))
-    Console().print(table)
+    console.print(table)
 
 
 def _fmt(v) -> str:

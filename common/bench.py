@@ -119,11 +119,11 @@ def play_rows(
 
 
 def bench_play(
-    experiments: list[str], frames: int, warmup: int, context: int, log: Callable = print
+    experiments: list[str], frames: int, warmup: int, context: int, overrides=(), log: Callable = print
 ) -> list[dict]:
     rows = []
     for name in experiments:
-        cfg = compose_experiment(name)
+        cfg = compose_experiment(name, overrides)
         with tempfile.TemporaryDirectory() as run_dir:
             modules = build_modules(cfg, run_dir)
         final = list(modules.values())[-1].eval()
@@ -308,7 +308,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     play.add_argument("--context", type=int, default=16, help="context frames given to reset()")
     train.add_argument("--steps", type=int, default=3, help="timed optimizer steps per stage")
     train.add_argument("--warmup", type=int, default=1)
-    train.add_argument("--override", action="append", default=[], help="extra Hydra override (repeatable)")
+    for p in (play, train):
+        p.add_argument(
+            "--override", action="append", default=[], help="Hydra override, e.g. model.dit.ddim_steps=4"
+        )
     args, rest = parser.parse_known_args(argv)
     if args.command != "data" and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
@@ -328,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
     experiments = args.experiments.split(",") if args.experiments else experiment_names()
     try:
         if args.command == "play":
-            rows = bench_play(experiments, args.frames, args.warmup, args.context)
+            rows = bench_play(experiments, args.frames, args.warmup, args.context, args.override)
         else:
             rows = bench_train(experiments, args.steps, args.warmup, args.override)
     except (ValueError, FileNotFoundError) as e:

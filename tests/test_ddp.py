@@ -9,10 +9,13 @@ rank 0 writes files and opens a W&B run.
 from __future__ import annotations
 
 import csv
+import fcntl
+import threading
 from pathlib import Path
 
 import torch
 
+from common.data import datamodule
 from common.data.datamodule import VideoDataModule
 from tests.fake_family import FakeEnc
 from tests.test_resume import fake_conf, tiny_args, train, weights
@@ -92,3 +95,18 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
 def test_datamodule_collects_on_global_rank_zero_only(tmp_path):
     dm = VideoDataModule(source="procgen", game="coinrun", name="x", root=str(tmp_path), num_actions=15)
     assert dm.prepare_data_per_node is False
+
+
+def test_parallel_jobs_collect_one_after_another(tmp_path, monkeypatch):
+    """Sweep jobs sharing a dataset folder: prepare_data waits while another process holds the lock."""
+    calls = []
+    monkeypatch.setattr(datamodule, "collect", lambda cfg, root, progress: calls.append(root))
+    dm = VideoDataModule(source="procgen", game="coinrun", name="x", root=str(tmp_path), num_actions=15)
+    with open(tmp_path / ".x.lock", "w") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)  # another job is collecting
+        worker = threading.Thread(target=dm.prepare_data)
+        worker.start()
+        worker.join(timeout=1.0)
+        assert worker.is_alive() and not calls
+    worker.join(timeout=10)
+    assert not worker.is_alive() and calls == [str(tmp_path)]

@@ -13,6 +13,7 @@ opens its own HDF5 handles (ShardDataset reopens after a fork).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import time
 from pathlib import Path
@@ -131,7 +132,11 @@ class VideoDataModule(L.LightningDataModule):
                 raise FileNotFoundError(f"dataset {self.path} not found and data.collect=false")
             return
         cfg = OmegaConf.create({k: v for k, v in self.hparams.items() if k not in ("root", "progress")})
-        collect(cfg, self.hparams.root, progress=self.hparams.progress)
+        # parallel sweep jobs share one dataset folder: one collects, the others wait, then find it complete
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.parent / f".{self.path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            collect(cfg, self.hparams.root, progress=self.hparams.progress)
 
     def _wait_for_manifest(self, timeout: float = 3600.0) -> None:
         """Ranks other than the collecting one wait until the manifest exists (DDP)."""

@@ -98,6 +98,11 @@ class GenieTokenizerModule(FamilyCheckpoint, L.LightningModule):
         self.log_dict({f"train/codebook_{k}": v for k, v in stats.items()}, batch_size=b)
         return loss
 
+    @torch.no_grad()
+    def reconstruct(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, H, W, C) -> its reconstruction through the tokens, uint8 (B, T, H, W, C)."""
+        return to_uint8(self.tokenizer(to_model(frames))[0])
+
     def _evaluate(self, batch: dict, prefix: str) -> None:
         frames = batch["frames"]
         x = to_model(frames)
@@ -131,8 +136,8 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         tokenizer_hparams: dict | None = None,
         frame_size: int = 64,
         channels: int = 3,
-        clip_length: int = 16,
-        num_actions: int = 6,
+        max_frames: int = 16,
+        num_latent_actions: int = 6,
         lam_patch_size: int = 16,
         lam_d_model: int = 512,
         lam_num_heads: int = 8,
@@ -150,8 +155,8 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         context_frames: int = 4,
         rollout_horizon: int = 4,
         delta_t: int = 4,
-        eval_batches: int = 2,
-        eval_clips: int = 8,
+        rollout_batches: int = 2,
+        rollout_clips: int = 8,
         lr: float = 3e-5,
         min_lr: float = 3e-6,
         betas: list[float] = (0.9, 0.9),
@@ -183,11 +188,11 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         self.tokenizer.requires_grad_(False).eval()
         self.lam = LatentActionModel(
             frame_size, channels, lam_patch_size, lam_d_model, lam_num_heads, lam_enc_layers,
-            lam_dec_layers, num_actions, lam_code_dim, mlp_ratio, dropout,
+            lam_dec_layers, num_latent_actions, lam_code_dim, mlp_ratio, dropout,
         )  # fmt: skip
         grid = (frame_size // tokenizer_hparams["patch_size"],) * 2
         self.dynamics = DynamicsModel(
-            self.tokenizer.num_codes, num_actions, grid, dyn_d_model, dyn_num_heads, dyn_num_layers,
+            self.tokenizer.num_codes, num_latent_actions, grid, dyn_d_model, dyn_num_heads, dyn_num_layers,
             mlp_ratio, dropout,
         )  # fmt: skip
 
@@ -200,7 +205,7 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         """The current weights as a WorldModel (latent actions); overrides e.g. maskgit_steps=8, seed=0."""
         h = self.hparams
         kwargs = dict(
-            max_frames=h.clip_length, context_length=h.context_frames, maskgit_steps=h.maskgit_steps,
+            max_frames=h.max_frames, context_length=h.context_frames, maskgit_steps=h.maskgit_steps,
             temperature=h.temperature,
         )  # fmt: skip
         kwargs.update(overrides)
@@ -242,10 +247,10 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         _, logs = self._losses(frames)
         self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
                       batch_size=frames.shape[0])  # fmt: skip
-        if batch_idx >= self.hparams.eval_batches:
+        if batch_idx >= self.hparams.rollout_batches:
             return
         h = self.hparams
-        clips = frames[: h.eval_clips]
+        clips = frames[: h.rollout_clips]
         actions = self.latent_actions(clips)
         gen = torch.Generator(device=clips.device).manual_seed(batch_idx)
         wm = self.world_model(seed=batch_idx)

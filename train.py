@@ -18,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import common.config  # noqa: F401 - registers the config resolvers
+from common.resume import sigterm_exit_code
 from common.stages import StageError, eval_stage, run_stage, stage_names
 
 
@@ -50,7 +51,8 @@ def main(cfg: DictConfig) -> float | None:
         L.seed_everything(cfg.seed, workers=True)
         metrics: dict[str, float] = {}
         for stage in stages:
-            metrics.update(run_stage(cfg, stage, run_dir))
+            with sigterm_exit_code():
+                metrics.update(run_stage(cfg, stage, run_dir))
     except (StageError, FileNotFoundError, ValueError, InstantiationException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

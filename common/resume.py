@@ -22,6 +22,8 @@ import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,6 +32,7 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from common.checkpoint import read_meta
 
@@ -192,3 +195,14 @@ def ignore_preemption_signals() -> None:
     """In DataLoader workers: leave preemption signals to the main process (SLURM signals every process)."""
     for s in PREEMPTION_SIGNALS:
         signal.signal(s, signal.SIG_IGN)
+
+
+@contextmanager
+def sigterm_exit_code() -> Iterator[None]:
+    """Outside the training batches (setup, validation start, test), Lightning turns SIGTERM into
+    SIGTERMException, a SystemExit with status 0; make it 143 so schedulers and scripts see the stop."""
+    try:
+        yield
+    except SIGTERMException:
+        print("SIGTERM received outside training batches: stopped; rerun to continue", file=sys.stderr)
+        sys.exit(128 + int(signal.SIGTERM))

@@ -35,6 +35,14 @@ class SignalAt(Callback):
             os.kill(os.getpid(), self.sig)
 
 
+class SignalInTest(Callback):
+    """Test helper: SIGTERM to this process after the first test batch (Lightning's own handler's turf)."""
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        if batch_idx == 0:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 def fake_conf(root: Path) -> Path:
     """A config search path holding model=fake: the two-stage test family of tests/fake_family.py."""
     (root / "model").mkdir(parents=True, exist_ok=True)
@@ -214,3 +222,19 @@ def test_sigterm_then_rerun_matches_uninterrupted_run(tmp_path):
     ids = json.loads((run / "wandb_ids.json").read_text())
     runs = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(f"-{ids['enc']}") for name in runs), (ids, runs)
+
+
+def test_sigterm_during_test_exits_143_and_rerun_tests(tmp_path):
+    conf, data = fake_conf(tmp_path / "conf"), tmp_path / "data"
+    args = tiny_args(conf, data) + [
+        "stage=enc",
+        "trainer.max_steps=2",
+        "data.eval_batch_size=1",
+        "logger=csv",
+    ]
+    stopped = train([*args, "+callbacks.kill._target_=tests.test_resume.SignalInTest"], tmp_path / "run")
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert not (tmp_path / "run" / "metrics.json").exists()
+    rerun = train(args, tmp_path / "run")
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "test/psnr_recon" in json.loads((tmp_path / "run" / "metrics.json").read_text())

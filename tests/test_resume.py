@@ -184,6 +184,14 @@ def test_requeue_calls_scontrol_with_the_array_task(tmp_path, monkeypatch):
     assert requeue(signal.SIGUSR2, signal.SIG_DFL) == "requeued SLURM job 77_3"
     assert log.read_text().split() == ["requeue", "77_3"]
 
+    handed = []
+
+    def submitit_handler(signum, frame):  # stands for submitit's checkpoint_and_try_requeue
+        handed.append(signum)
+
+    submitit_handler.__module__ = "submitit.core.job_environment"
+    assert requeue(signal.SIGUSR2, submitit_handler) == "handed to submitit" and handed == [signal.SIGUSR2]
+
 
 # ---------------------------------------------------------------- the real thing, through train.py
 

@@ -1,0 +1,165 @@
+"""Genie stages: tokenizer -> dynamics handoff, self-contained dynamics checkpoints, WorldModel, ΔtPSNR."""
+
+import lightning as L
+import pytest
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from common.metrics import psnr
+from common.world_model import Step, WorldModel, load_world_model
+from genie.delta_psnr import delta_psnr, genie_delta_psnr
+from genie.module import GenieDynamicsModule, GenieTokenizerModule
+from genie.world_model import GenieWorldModel
+
+TOKENIZER = dict(frame_size=16, patch_size=4, d_model=32, num_heads=2, enc_layers=1, dec_layers=1,
+                 num_codes=32, code_dim=8, warmup_steps=2, lr=1e-3, min_lr=1e-3)  # fmt: skip
+DYNAMICS = dict(frame_size=16, max_frames=6, num_latent_actions=3, lam_patch_size=8, lam_d_model=32,
+                lam_num_heads=2, lam_enc_layers=1, lam_dec_layers=1, lam_code_dim=8, dyn_d_model=32,
+                dyn_num_heads=2, dyn_num_layers=1, maskgit_steps=3, context_frames=2, rollout_horizon=3,
+                delta_t=4, rollout_batches=1, rollout_clips=2, warmup_steps=2, lr=1e-3, min_lr=1e-4)  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+class Clips(Dataset):
+    """Moving bright squares on a dark background: uint8 (T, 16, 16, 3) clips in the batch format."""
+
+    def __len__(self):
+        return 8
+
+    def __getitem__(self, i):
+        frames = torch.full((6, 16, 16, 3), 20, dtype=torch.uint8)
+        for t in range(6):
+            x = (i + 2 * t) % 12
+            frames[t, 4:8, x : x + 4] = 230
+        return {"frames": frames, "actions": torch.zeros(6, dtype=torch.long)}
+
+
+def trainer(steps=4):
+    return L.Trainer(max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    torch.manual_seed(0)
+    root = tmp_path_factory.mktemp("genie")
+    data = DataLoader(Clips(), batch_size=4)
+    tok = GenieTokenizerModule(**TOKENIZER)
+    t = trainer()
+    t.fit(tok, data)
+    tok_path = root / "tokenizer.ckpt"
+    t.save_checkpoint(tok_path)
+    dyn = GenieDynamicsModule(tokenizer_ckpt=str(tok_path), **DYNAMICS)
+    torch.testing.assert_close(dyn.tokenizer.patch_in.weight, tok.tokenizer.patch_in.weight)
+    t = trainer()
+    t.fit(dyn, data)
+    metrics = t.test(dyn, data, verbose=False)[0]
+    dyn_path = root / "dynamics.ckpt"
+    t.save_checkpoint(dyn_path)
+    return tok_path, dyn_path, metrics
+
+
+def test_dynamics_test_metrics(checkpoints):
+    metrics = checkpoints[2]
+    for name in ["psnr_next", "psnr_copy_last", "rollout_psnr_k3", "rollout_copy_last_k3", "delta_psnr_t4",
+                 "action_usage", "action_entropy", "dyn_ce"]:  # fmt: skip
+        assert f"test/{name}" in metrics, name
+
+
+def test_tokenizer_test_metrics(checkpoints):
+    metrics = trainer().test(
+        GenieTokenizerModule.load_from_checkpoint(checkpoints[0]), DataLoader(Clips(), 4)
+    )
+    assert {"test/psnr_recon", "test/codebook_usage", "test/codebook_perplexity"} <= set(metrics[0])
+
+
+def test_dynamics_checkpoint_is_self_contained(checkpoints, tmp_path):
+    tok_path, dyn_path, _ = checkpoints
+    moved = tmp_path / "dyn.ckpt"
+    moved.write_bytes(dyn_path.read_bytes())  # the tokenizer checkpoint is not needed to load it
+    module = GenieDynamicsModule.load_from_checkpoint(
+        moved, tokenizer_ckpt="/nonexistent.ckpt", weights_only=True
+    )
+    assert module.hparams.tokenizer_hparams["d_model"] == 32
+    wm = load_world_model(moved)
+    assert isinstance(wm, GenieWorldModel) and isinstance(wm, WorldModel)
+
+
+def test_handoff_errors(checkpoints, tmp_path):
+    tok_path, dyn_path, _ = checkpoints
+    with pytest.raises(ValueError, match="checkpoint of genie/dynamics, expected genie/tokenizer"):
+        GenieDynamicsModule(tokenizer_ckpt=str(dyn_path), **DYNAMICS)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        GenieDynamicsModule(tokenizer_ckpt=str(tmp_path / "missing.ckpt"), **DYNAMICS)
+    with pytest.raises(ValueError, match="tokenizer_ckpt is null"):
+        GenieDynamicsModule(**DYNAMICS)
+
+
+def test_world_model_rollout_shapes_and_range(checkpoints):
+    wm = GenieWorldModel.from_checkpoint(checkpoints[1])
+    assert wm.num_actions == 3 and wm.frame_shape == (16, 16, 3)
+    frames = Clips()[0]["frames"][None].expand(2, -1, -1, -1, -1)
+    wm.reset(frames[:, :2])
+    for _ in range(7):  # beyond max_frames: the window slides
+        step = wm.step(torch.tensor([0, 2]))
+        assert (
+            isinstance(step, Step)
+            and step.frames.shape == (2, 16, 16, 3)
+            and step.frames.dtype == torch.uint8
+        )
+    with pytest.raises(ValueError, match="action 3 out of range"):
+        wm.step(torch.tensor([0, 3]))
+
+
+def test_cached_equals_uncached(checkpoints):
+    module = GenieDynamicsModule.load_from_checkpoint(checkpoints[1], weights_only=True)
+    frames = torch.stack([Clips()[i]["frames"] for i in range(2)])
+    outputs = []
+    for use_cache in (True, False):
+        wm = module.world_model(use_cache=use_cache, seed=0, maskgit_steps=4)
+        wm.reset(frames[:, :3])
+        outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
+    assert torch.equal(outputs[0], outputs[1])
+
+
+def test_delta_psnr_known_answer():
+    target = torch.full((2, 8, 8, 3), 0.5)
+    out = delta_psnr(target, target + 0.1, target + 0.2)
+    torch.testing.assert_close(out, torch.full((2,), 10 * torch.log10(torch.tensor(4.0)).item()))
+
+
+class OracleWorldModel:
+    """Returns the real frame while every action so far equals the inferred one, else the real frame + 40."""
+
+    num_actions = 1000
+
+    def __init__(self, frames, inferred):
+        self.frames, self.inferred = frames, inferred
+
+    def reset(self, frames, actions=None):
+        self.t, self.right = 0, torch.ones(frames.shape[0], dtype=torch.bool)
+
+    def step(self, actions):
+        self.right &= actions == self.inferred[:, self.t]
+        self.t += 1
+        real = self.frames[:, self.t]
+        wrong = (real.int() + 40).clamp(max=255).to(torch.uint8)
+        return Step(frames=torch.where(self.right[:, None, None, None], real, wrong))
+
+
+def test_genie_delta_psnr_oracle():
+    frames = torch.randint(0, 200, (3, 5, 8, 8, 3), dtype=torch.uint8)
+    inferred = torch.randint(1000, (3, 4))
+    wm = OracleWorldModel(frames, inferred)
+    got = genie_delta_psnr(wm, frames, inferred, t=4, generator=torch.Generator().manual_seed(0))
+    wrong = (frames[:, 3].int() + 40).clamp(max=255).to(torch.uint8)
+    torch.testing.assert_close(got, psnr(frames[:, 3], frames[:, 3]) - psnr(wrong, frames[:, 3]))
+    with pytest.raises(ValueError, match="needs clips of >= 6 frames"):
+        genie_delta_psnr(wm, frames, inferred, t=6)

@@ -55,8 +55,10 @@ def sample_frame(
         logits = logits_fn(tokens).float()
         if temperature > 0:
             probs = torch.softmax(logits / temperature, dim=-1)
-            flat = probs.reshape(-1, probs.shape[-1])
-            sampled = torch.multinomial(flat, 1, generator=generator).reshape(batch, num_tokens)
+            # inverse-CDF sampling: much cheaper on CPU than torch.multinomial for (B*N, K) rows
+            u = torch.rand(batch, num_tokens, 1, generator=generator, device=probs.device)
+            cdf = probs.cumsum(-1)
+            sampled = torch.searchsorted(cdf, u * cdf[..., -1:]).clamp_max(probs.shape[-1] - 1)[..., 0]
         else:
             probs = torch.softmax(logits, dim=-1)
             sampled = logits.argmax(-1)

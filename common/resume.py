@@ -8,14 +8,17 @@
   Lightning's SLURM environment USR1) all ranks agree at the next batch boundary to write
   `<checkpoint dir>/last.ckpt` and stop training. `exit_if_preempted` (called by common/stages.py after
   `trainer.fit`) then requeues the job under SLURM (submitit's requeue when submitit started the job,
-  else `scontrol requeue` as Lightning does) or, elsewhere, exits with 128 + signal number and a message.
+  else `scontrol requeue` as Lightning does) and exits: rank 0 with 128 + signal number and a message,
+  the other ranks with 0.
 - `resume_checkpoint`: which checkpoint a stage continues from (`resume=true|false|PATH`).
+- `ResumableCSVLogger`: a CSVLogger that appends to `csv/<stage>/metrics.csv` on a rerun instead of
+  deleting it (Lightning's does), so curves survive preemption.
 - The data-sampler position is saved by `common.data.sampler.ResumableLoader`.
 """
 
 from __future__ import annotations
 
-import logging
+import csv
 import os
 import random
 import re
@@ -32,11 +35,13 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from common.checkpoint import read_meta
-
-log = logging.getLogger(__name__)
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -162,7 +167,8 @@ def exit_if_preempted(trainer: L.Trainer, run_dir: Path) -> None:
         )
         if sig in (signal.SIGUSR1, signal.SIGUSR2):
             print(requeue(sig, cb.previous.get(sig)), file=sys.stderr, flush=True)
-    sys.exit(128 + int(sig))
+    # other ranks stop with 0: Lightning's local DDP launcher SIGKILLs rank 0 when a child fails
+    sys.exit(128 + int(sig) if trainer.is_global_zero else 0)
 
 
 def resume_checkpoint(resume: bool | str | None, run_dir: Path, stage: str, family: str) -> str | None:
@@ -204,5 +210,28 @@ def sigterm_exit_code() -> Iterator[None]:
     try:
         yield
     except SIGTERMException:
+        if rank_zero_only.rank != 0:
+            sys.exit(0)  # as in exit_if_preempted: rank 0 reports the stop
         print("SIGTERM received outside training batches: stopped; rerun to continue", file=sys.stderr)
         sys.exit(128 + int(signal.SIGTERM))
+
+
+class _AppendingWriter(ExperimentWriter):
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; this one continues it."""
+
+    def _check_log_dir_exists(self) -> None:
+        if self._fs.isfile(self.metrics_file_path):
+            with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+                self.metrics_keys = sorted(next(csv.reader(f), []))
+
+
+class ResumableCSVLogger(CSVLogger):
+    """CSVLogger whose `csv/<stage>/metrics.csv` keeps the rows written before a preemption or rerun."""
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> ExperimentWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.root_dir, exist_ok=True)
+            self._experiment = _AppendingWriter(log_dir=self.log_dir)
+        return self._experiment

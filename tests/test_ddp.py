@@ -1,15 +1,17 @@
 """DDP on CPU (gloo): 2 processes x batch 2 train exactly like 1 process x batch 4.
 
-One train.py run with `trainer=ddp trainer.accelerator=cpu trainer.devices=2` against one plain run:
-the same loss at every step (train/loss reduced across ranks with sync_dist) and the same weights.
-The DDP run also shows that data is collected once (global rank 0, in prepare_data) and that only
-rank 0 writes files and opens a W&B run.
+A train.py run with `trainer=ddp trainer.accelerator=cpu trainer.devices=2`, stopped by SIGTERM to
+rank 0 and rerun, against one plain run: the same loss at every step (train/loss reduced across ranks
+with sync_dist) and the same weights. The DDP run also shows that data is collected by global rank 0
+only (in prepare_data) and that only rank 0 writes files and opens a W&B run.
 """
 
 from __future__ import annotations
 
 import csv
 import fcntl
+import json
+import signal
 import threading
 from pathlib import Path
 
@@ -58,18 +60,22 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
         "trainer.val_check_interval=100",
     ]
     ddp_dir = tmp_path / "ddp"
-    ddp = train(
-        [
-            *args,
-            "data._target_=tests.test_ddp.CountingDataModule",
-            "logger=default",
-            "trainer=ddp",
-            "trainer.accelerator=cpu",
-            "trainer.devices=2",
-            "data.batch_size=2",
-        ],
-        ddp_dir,
-    )
+    ddp_args = [
+        *args,
+        "data._target_=tests.test_ddp.CountingDataModule",
+        "logger=default",
+        "logger.csv._target_=common.resume.ResumableCSVLogger",  # keeps the rows from before the stop
+        "trainer=ddp",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "data.batch_size=2",
+    ]
+    # rank 0 gets SIGTERM after step 3: both ranks save the same step and stop; the rerun finishes
+    kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.step=3"]
+    stopped = train([*ddp_args, *kill], ddp_dir)
+    assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
+    assert weights(ddp_dir / "checkpoints" / "enc" / "last.ckpt")[0] in (3, 4)
+    ddp = train(ddp_args, ddp_dir)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     one_dir = tmp_path / "one"
     one = train([*args, "logger=csv", "data.batch_size=4"], one_dir)
@@ -85,11 +91,13 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     for k in w_o:
         torch.testing.assert_close(w_d[k], w_o[k], rtol=1e-5, atol=1e-6, msg=k)
 
-    # collected once, by global rank 0; the other rank waited for it
-    assert (data / "prepare_data_calls.txt").read_text().split() == ["0"]
-    # rank 0 alone writes: one W&B run, one id, one config.yaml
-    assert len(list((ddp_dir / "wandb").glob("offline-run-*"))) == 1
-    assert (ddp_dir / "wandb_ids.json").is_file() and (ddp_dir / "config.yaml").is_file()
+    # collected by global rank 0 (once per run); the other rank waited for it
+    assert (data / "prepare_data_calls.txt").read_text().split() == ["0", "0"]
+    # rank 0 alone writes and logs to W&B: one offline run per launch, both with the stage's one id
+    ids = json.loads((ddp_dir / "wandb_ids.json").read_text())
+    runs = list((ddp_dir / "wandb").glob("offline-run-*"))
+    assert len(runs) == 2 and all(r.name.endswith(f"-{ids['enc']}") for r in runs), (ids, runs)
+    assert (ddp_dir / "config.yaml").is_file()
 
 
 def test_datamodule_collects_on_global_rank_zero_only(tmp_path):

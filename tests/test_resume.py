@@ -6,6 +6,7 @@ Also: the clip sampler's order (by seed and epoch, disjoint ranks, mid-epoch res
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Dataset
 
 from common.data.sampler import ClipSampler, ResumableLoader
-from common.resume import requeue, resume_checkpoint, slurm_job_id, step_seed
+from common.resume import ResumableCSVLogger, requeue, resume_checkpoint, slurm_job_id, step_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -143,6 +144,24 @@ def test_step_seeds_differ_by_batch_and_rank():
     seeds = {step_seed(0, b, r) for b in range(50) for r in range(4)}
     assert len(seeds) == 200 and all(0 <= s < 2**63 for s in seeds)
     assert step_seed(0, 3, 1) == step_seed(0, 3, 1) != step_seed(1, 3, 1)
+
+
+def test_csv_logger_continues_metrics_csv_on_rerun(tmp_path):
+    first = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="enc")
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.log_metrics({"train/loss": 0.5}, step=1)
+    first.save()
+    rerun = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="enc")
+    rerun.log_metrics({"train/loss": 0.25, "val/psnr": 20.0}, step=2)  # a new column
+    rerun.save()
+    rerun.log_metrics({"train/loss": 0.125}, step=3)
+    rerun.save()
+    with open(tmp_path / "csv" / "enc" / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["step"] for r in rows] == ["0", "1", "2", "3"]
+    assert [r["train/loss"] for r in rows] == ["1.0", "0.5", "0.25", "0.125"] and rows[2][
+        "val/psnr"
+    ] == "20.0"
 
 
 # ---------------------------------------------------------------- resume=PATH and SLURM requeue

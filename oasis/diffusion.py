@@ -119,6 +119,8 @@ class DiffusionForcing(nn.Module):
         cond (B, A) the new frame's condition (the action that leads to it). Returns (B, C, H, W).
         """
         b = context.shape[0]
+        if cond is not None and context_cond is None:  # unconditioned context frames
+            context_cond = cond.new_zeros(*context.shape[:2], cond.shape[-1])
         keep = max_frames - 1
         context = context[:, -keep:]
         context_cond = None if context_cond is None else context_cond[:, -keep:]

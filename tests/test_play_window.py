@@ -87,6 +87,8 @@ def test_header_and_help_text():
     assert "keys 1..4: latent actions 0..3" in Window(latent, "genie", size=64).header_lines()[3]
     help_lines = Window.help_lines(keymap_for(None, None, 4, latent=True), keymap_for("atari", BREAKOUT, 4))
     assert any("latent 3" in line for line in help_lines) and any("FIRE" in line for line in help_lines)
+    procgen = Window.help_lines(keymap_for("procgen", PROCGEN_FAKE, 4), None)
+    assert any("hold Ctrl" in line and "left" in line for line in procgen)
     key(pygame.K_ESCAPE)
     w.run()
 

@@ -14,7 +14,6 @@ import numpy as np
 from common.play.keymaps import Keymap
 from common.play.session import Session
 
-HEADER = 64  # pixels above the frame
 CONTROLS = [
     ("Enter", "reset (next context)"),
     (".", "pause / resume"),
@@ -38,6 +37,11 @@ KEY_COMMANDS = {
     "h": "toggle_help",
     "escape": "quit",
 }
+
+
+def header_height(size: int) -> int:
+    """Pixels above the frame for the four header lines."""
+    return 4 * max(12, min(20, size // 24)) - 8
 
 
 def has_display() -> bool:
@@ -65,11 +69,12 @@ class Window:
         self.size = size
         self.fps = fps
         try:
-            self.screen = pygame.display.set_mode((size, size + HEADER))
+            self.screen = pygame.display.set_mode((size, size + header_height(size)))
         except pygame.error as e:
             raise RuntimeError(f"cannot open a window: {e} (use record=out.mp4 for headless play)") from None
         pygame.display.set_caption(f"worldplay - {title}")
-        self.font = pygame.font.Font(None, 20)
+        self.font = pygame.font.Font(None, max(12, min(20, size // 24)))  # the header fits small windows
+        self.line = self.font.get_linesize() - 2
         self.clock = pygame.time.Clock()
         self.pressed: list[str] = []
         keymaps = [session.keymap] + ([session.env_keymap] if session.env_keymap else [])
@@ -115,9 +120,9 @@ class Window:
         self.screen.fill((0, 0, 0))
         frame = np.ascontiguousarray(s.frame.transpose(1, 0, 2))  # pygame surfaces are (W, H, C)
         surface = pg.transform.scale(pg.surfarray.make_surface(frame), (self.size, self.size))
-        self.screen.blit(surface, (0, HEADER))
+        self.screen.blit(surface, (0, header_height(self.size)))
         for i, line in enumerate(self.header_lines()):
-            self.text(line, (6, 4 + 15 * i))
+            self.text(line, (6, 4 + self.line * i))
         if s.show_help:
             self.overlay(self.help_lines(s.keymap, s.env_keymap))
         pg.display.flip()
@@ -145,6 +150,10 @@ class Window:
     @staticmethod
     def help_lines(keymap: Keymap, env_keymap: Keymap | None) -> list[str]:
         lines = ["CONTROLS"] + [f"{k:>10}  {v}" for k, v in CONTROLS]
+        game_keys = keymap.keys | (env_keymap.keys if env_keymap else set())
+        taken = sorted(k for k in KEY_COMMANDS if k in game_keys)
+        if taken:
+            lines.append(f"  (the game uses {', '.join(taken)}: hold Ctrl for those controls)")
         lines += ["", "ACTIONS" + (" (world model: latent)" if env_keymap else "")]
         lines += [f"{k:>10}  {v}" for k, v in keymap.legend]
         if env_keymap is not None:
@@ -160,4 +169,4 @@ class Window:
         shade.fill((0, 0, 0, 200))
         self.screen.blit(shade, (0, 0))
         for i, line in enumerate(lines):
-            self.text(line, (12, 10 + 15 * i))
+            self.text(line, (12, 10 + self.line * i))

@@ -51,7 +51,7 @@ class AdaGroupNorm(nn.Module):
             raise ValueError(f"AdaGroupNorm expects {self.channels} channels, got {x.shape[1]}")
         x = F.group_norm(x, self.groups, eps=GN_EPS)
         scale, shift = rearrange(self.linear(cond), "b (two c) -> two b c 1 1", two=2)
-        return x * (1 + scale) + shift
+        return torch.addcmul(shift, x, 1 + scale)  # x * (1 + scale) + shift in one pass
 
 
 class SelfAttention2d(nn.Module):

@@ -51,7 +51,9 @@ class UNet(nn.Module):
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         h, w = x.shape[-2:]
         m = 2**self.num_down
-        x = F.pad(x, (0, math.ceil(w / m) * m - w, 0, math.ceil(h / m) * m - h))
+        pad_h, pad_w = math.ceil(h / m) * m - h, math.ceil(w / m) * m - w
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         skips = []
         for block, down in zip(self.d_blocks, self.downsamples):
             x_down = down(x)

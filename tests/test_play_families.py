@@ -11,8 +11,8 @@ from common.video import read_video
 
 # family -> (tiny experiment, env source, game, overrides that only make sampling cheaper)
 FAMILIES = {
-    "genie": ("genie_coinrun_tiny", "procgen", "coinrun", []),
-    "diamond": ("diamond_breakout_tiny", "atari", "Breakout", []),
+    "genie": ("genie_coinrun_tiny", "procgen", "coinrun", ["model.dynamics.maskgit_steps=2"]),
+    "diamond": ("diamond_breakout_tiny", "atari", "Breakout", ["model.world_model.num_steps_denoising=1"]),
     "oasis": ("oasis_crafter_tiny", "crafter", None, ["model.dit.ddim_steps=2"]),
 }
 STEPS = 2
@@ -31,6 +31,7 @@ def tiny_checkpoint(request, tmp_path_factory):
     return request.param, run_dir / "checkpoints" / stage / "last.ckpt", source, game
 
 
+@pytest.mark.slow
 def test_headless_recording_of_each_family(tiny_checkpoint, tmp_path, capsys):
     from common.play.app import run
     from tests.test_play_app import play_cfg

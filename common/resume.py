@@ -81,6 +81,8 @@ class Preemption(Callback):
     training runs; Lightning restores the previous handlers at teardown). A handler only records the
     signal; at the end of each batch the ranks all-reduce "any rank signalled?" so that they save the
     same step together. `last.ckpt` goes to the ModelCheckpoint's folder (checkpoints/<stage>/).
+    Training then stops through `trainer.should_stop`, after which Lightning runs one validation (the
+    checkpoint is already written, so a kill during it loses nothing).
     """
 
     def __init__(self, signals: tuple[int, ...] | list[int] | None = None):

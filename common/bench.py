@@ -130,8 +130,10 @@ def bench_play(
         world_model = final.world_model()
         n = sum(count_params(m) for m in modules.values())
         log(f"{name}: {final.family}, {n / 1e6:.1f}M parameters (all stages), context {context} frames")
-        rows += play_rows(final.family, name, world_model, frames, warmup, context)
-        log(f"  {rows[-1]}")
+        new = play_rows(final.family, name, world_model, frames, warmup, context)
+        for row in new:
+            log(f"  cached={row['cached']}: {row['ms_per_frame']:.1f} ms/frame, {row['fps']:.2f} frames/s")
+        rows += new
     return rows
 
 

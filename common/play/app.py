@@ -136,8 +136,7 @@ def _record(cfg, world_model, context, env, latent: bool, fps: int, noop: int) -
     if with_real and latent:
         policy = SequencePolicy(_latent_actions(world_model, ctx), "latent actions of the dataset episode")
     else:
-        future = ctx.future_actions if ctx.future_actions is not None else None
-        policy = make_policy(cfg.policy, world_model.num_actions, int(cfg.seed), future)
+        policy = make_policy(cfg.policy, world_model.num_actions, int(cfg.seed), ctx.future_actions)
     steps = int(cfg.steps)
     if isinstance(policy, SequencePolicy):
         steps = min(steps, len(policy))

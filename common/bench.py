@@ -38,13 +38,26 @@ def experiment_names() -> list[str]:
 
 
 def compose_experiment(name: str, overrides: Iterable[str] = ()) -> Any:
-    """The composed train config of `experiment=name` (nothing is collected or downloaded)."""
+    """The composed train config of `experiment=name` (nothing is collected or downloaded).
+
+    overrides: `key=value` applied where `key` exists in this experiment's config, so one list can
+    serve several families (e.g. model.dynamics.maskgit_steps=8 and model.dit.ddim_steps=4).
+    """
+    import yaml
     from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
 
     if name not in experiment_names():
         raise ValueError(f"unknown experiment {name!r} (known: {', '.join(experiment_names())})")
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        return compose("train", overrides=[f"experiment={name}", *overrides])
+        cfg = compose("train", overrides=[f"experiment={name}"])
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"override {item!r}: expected key=value")
+        if OmegaConf.select(cfg, key, default="__missing__") != "__missing__":
+            OmegaConf.update(cfg, key, yaml.safe_load(value), merge=False)
+    return cfg
 
 
 def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:

@@ -91,3 +91,14 @@ def test_cli_errors_json_and_data_delegation(tmp_path, monkeypatch, capsys):
     assert seen["args"].command == "data" and "--out" in seen["args"].rest
     bench.print_table("rows", bench.play_rows("fake", "x", FakeWorldModel(), frames=1, warmup=0, context=4))
     assert "ms_per_frame" in capsys.readouterr().out
+
+
+def test_overrides_apply_where_the_key_exists():
+    if "oasis_crafter_tiny" not in bench.experiment_names():
+        pytest.skip("oasis_crafter_tiny has not landed")
+    cfg = bench.compose_experiment(
+        "oasis_crafter_tiny", ["model.dit.ddim_steps=3", "model.dynamics.maskgit_steps=8"]
+    )
+    assert cfg.model.dit.ddim_steps == 3 and "dynamics" not in cfg.model
+    with pytest.raises(ValueError, match="expected key=value"):
+        bench.compose_experiment("oasis_crafter_tiny", ["model.dit.ddim_steps"])

@@ -81,8 +81,7 @@ class Preemption(Callback):
     training runs; Lightning restores the previous handlers at teardown). A handler only records the
     signal; at the end of each batch the ranks all-reduce "any rank signalled?" so that they save the
     same step together. `last.ckpt` goes to the ModelCheckpoint's folder (checkpoints/<stage>/).
-    Training then stops through `trainer.should_stop`, after which Lightning runs one validation (the
-    checkpoint is already written, so a kill during it loses nothing).
+    Training then stops through `trainer.should_stop` (without the validation Lightning would run then).
     """
 
     def __init__(self, signals: tuple[int, ...] | list[int] | None = None):
@@ -116,7 +115,13 @@ class Preemption(Callback):
         self.stopped = signal.Signals(code)
         self.saved = self.last_path(trainer)
         self.step = trainer.global_step
+        ckpt = trainer.checkpoint_callback
+        ckpt.last_model_path = str(self.saved)  # after the rerun it overwrites this file, no last-v1.ckpt
         trainer.save_checkpoint(self.saved)
+        # on the way out, neither validate (Lightning does when should_stop is set) nor let ModelCheckpoint
+        # write its own last.ckpt at train end: that one would hold the end-of-epoch state, not this batch's
+        ckpt.save_last = False
+        trainer.limit_val_batches = 0
         trainer.should_stop = True
 
     @staticmethod

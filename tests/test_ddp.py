@@ -88,6 +88,7 @@ def test_ddp_two_processes_match_one_process_with_the_same_global_batch(tmp_path
     step_d, w_d = weights(ddp_dir / "checkpoints" / "enc" / "last.ckpt")
     step_o, w_o = weights(one_dir / "checkpoints" / "enc" / "last.ckpt")
     assert step_d == step_o == 6
+    assert [p.name for p in (ddp_dir / "checkpoints" / "enc").iterdir()] == ["last.ckpt"]  # no last-v1.ckpt
     for k in w_o:
         torch.testing.assert_close(w_d[k], w_o[k], rtol=1e-5, atol=1e-6, msg=k)
 

@@ -180,10 +180,16 @@ class DiamondModule(FamilyCheckpoint, L.LightningModule):
         ).to(nxt.device)
         loss_den = self.denoiser.loss(nxt, obs, act, sigma, generator=generator)
 
-        # reward / termination over every transition of the clip
-        rew, end = batch["rewards"][:, :-1], batch["terminals"][:, :-1]
-        logits_rew, logits_end, _ = self.rew_end_model(x[:, :-1], actions[:, :-1], x[:, 1:])
-        tr_mask = torch.ones_like(rew, dtype=torch.bool) if mask is None else mask[:, :-1] & mask[:, 1:]
+        # reward / termination over every transition of the clip. Shards do not store the frame after a
+        # terminal transition, so a clip's last transition is used only when it ends the episode, with
+        # its last frame standing in for the missing final observation.
+        rew, end = batch["rewards"], batch["terminals"].bool()
+        next_x = torch.cat((x[:, 1:], x[:, -1:]), dim=1)
+        logits_rew, logits_end, _ = self.rew_end_model(x, actions, next_x)
+        tr_mask = (
+            torch.ones_like(end) if mask is None else mask & torch.cat((mask[:, 1:], mask[:, -1:]), dim=1)
+        )
+        tr_mask = torch.cat((tr_mask[:, :-1], tr_mask[:, -1:] & end[:, -1:]), dim=1)
         target_rew = rew.sign().long().add(1)[tr_mask]
         target_end = end.long()[tr_mask]
         loss_rew = torch.nn.functional.cross_entropy(logits_rew[tr_mask], target_rew)

@@ -230,3 +230,56 @@ def test_world_model_reset_step_and_errors():
         wm.step(torch.tensor([3, 0]))
     with pytest.raises(ValueError, match="frames must be"):
         wm.reset(frames[:, :2])
+
+
+def loader(batches: list[dict[str, torch.Tensor]]) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(batches, batch_size=None)
+
+
+def synthetic_batches(n: int, b: int = 2, t: int = 7, seed: int = 0) -> list[dict[str, torch.Tensor]]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for _ in range(n):
+        terminals = torch.zeros(b, t, dtype=torch.bool)
+        terminals[0, -1] = True  # the first clip ends its episode
+        out.append(
+            {
+                "frames": torch.randint(0, 256, (b, t, 16, 16, 3), dtype=torch.uint8, generator=g),
+                "actions": torch.randint(0, 3, (b, t), generator=g),
+                "rewards": torch.randint(-1, 2, (b, t), generator=g).float(),
+                "terminals": terminals,
+            }
+        )
+    return out
+
+
+def test_terminal_transition_reaches_the_end_head():
+    module = DiamondModule(**TINY)
+    out = module.losses(synthetic_batches(1)[0])
+    # 6 transitions with a next frame per clip, plus the terminal last transition of clip 0
+    assert out["target_end"].shape == (2 * 6 + 1,) and out["target_end"].sum() == 1
+
+
+def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):
+    import lightning as L
+
+    module = DiamondModule(**TINY, warmup_steps=1, rollout_horizon=3)
+    trainer = L.Trainer(
+        max_steps=3, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+        enable_model_summary=False, default_root_dir=tmp_path, num_sanity_val_steps=0,
+    )  # fmt: skip
+    trainer.fit(
+        module,
+        train_dataloaders=loader(synthetic_batches(3)),
+        val_dataloaders=loader(synthetic_batches(1, 1)),
+    )
+    assert "train/loss" in trainer.callback_metrics
+    trainer.test(module, dataloaders=loader(synthetic_batches(2, seed=2)), verbose=False)
+    metrics = trainer.callback_metrics
+    for key in ("test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k3", "test/rollout_copy_last_k3"):
+        assert key in metrics, sorted(metrics)
+    assert 0.0 <= float(metrics["test/reward_f1"]) <= 1.0 and 0.0 <= float(metrics["test/end_f1"]) <= 1.0
+    path = tmp_path / "m.ckpt"
+    trainer.save_checkpoint(path)
+    again = DiamondModule.load_from_checkpoint(path, weights_only=True)
+    assert again.hparams.channels == [8, 8]

@@ -42,13 +42,34 @@ def stage_names(cfg: DictConfig) -> list[str]:
     return names
 
 
-def stage_config(cfg: DictConfig, stage: str) -> DictConfig:
-    """cfg with cfg.stage_overrides[stage] merged in."""
+def command_line_keys() -> list[str]:
+    """Keys the user set on the command line (`trainer.max_steps=2` -> "trainer.max_steps")."""
+    try:
+        from hydra.core.hydra_config import HydraConfig
+
+        task = HydraConfig.get().overrides.task
+    except ValueError:  # not inside a Hydra app (compose API, tests)
+        return []
+    return [o.split("=", 1)[0].lstrip("+~") for o in task if "=" in o]
+
+
+def stage_config(cfg: DictConfig, stage: str, cli_keys: list[str] | None = None) -> DictConfig:
+    """cfg with cfg.stage_overrides[stage] merged in; a key set on the command line still wins
+    (`trainer.max_steps=2` shortens every stage, whatever the experiment's per-stage values)."""
     overrides = (cfg.get("stage_overrides") or {}).get(stage)
     unknown = set(cfg.get("stage_overrides") or {}) - set(cfg.model.keys())
     if unknown:
         raise StageError(f"stage_overrides names unknown stage(s): {', '.join(sorted(unknown))}")
-    return OmegaConf.merge(cfg, overrides) if overrides else cfg
+    if not overrides:
+        return cfg
+    merged = OmegaConf.merge(cfg, overrides)
+    for key in command_line_keys() if cli_keys is None else cli_keys:
+        if (
+            not key.startswith("stage_overrides")
+            and OmegaConf.select(overrides, key, default=None) is not None
+        ):
+            OmegaConf.update(merged, key, OmegaConf.select(cfg, key), merge=False)
+    return merged
 
 
 def checkpoint_dir(run_dir: Path, stage: str) -> Path:

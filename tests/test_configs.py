@@ -64,3 +64,18 @@ def test_config_typo_is_named():
 
     with pytest.raises(ConfigCompositionException, match="trainer.max_stepz"):
         compose_train(["trainer.max_stepz=3"])
+
+
+def test_command_line_beats_stage_overrides():
+    from common.stages import stage_config
+
+    cfg = OmegaConf.create(
+        {
+            "model": {"a": {}, "b": {}},
+            "trainer": {"max_steps": 2, "gradient_clip_val": 1.0},
+            "stage_overrides": {"a": {"trainer": {"max_steps": 800, "gradient_clip_val": 0.5}}},
+        }
+    )
+    assert stage_config(cfg, "a", []).trainer == {"max_steps": 800, "gradient_clip_val": 0.5}
+    assert stage_config(cfg, "a", ["trainer.max_steps"]).trainer == {"max_steps": 2, "gradient_clip_val": 0.5}
+    assert stage_config(cfg, "b", ["trainer.max_steps"]).trainer.max_steps == 2

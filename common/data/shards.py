@@ -103,7 +103,7 @@ def check_shard(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"missing shard {path}")
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(path, "r", locking=False) as f:
             attrs = dict(f.attrs)
             missing = [k for k in DATASETS if k not in f]
             n_frames = f["frames"].shape[0] if "frames" in f else 0
@@ -186,7 +186,9 @@ class ShardDataset:
             self._handles, self._frames, self._pid = {}, {}, os.getpid()
         if shard not in self._handles:
             path = self.root / self.manifest["shards"][shard]["file"]
-            f = h5py.File(path, "r", rdcc_nbytes=4 << 20)
+            f = h5py.File(
+                path, "r", rdcc_nbytes=4 << 20, locking=False
+            )  # readers never write: no lock (NFS-safe)
             self._handles[shard], self._frames[shard] = f, f["frames"]
             if shard not in self._small:
                 self._small[shard] = {k: f[k][:] for k in ("actions", "rewards", "terminals")}

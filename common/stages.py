@@ -11,6 +11,7 @@ Handoff: a module kwarg named `<earlier stage>_ckpt` left null is filled with th
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import subprocess
@@ -208,6 +209,8 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
         trainer.save_checkpoint(last)  # also under fast_dev_run, so the next stage finds it
+        trainer.strategy.optimizers = []  # testing needs no optimizer state: free it (paper-scale models)
+        gc.collect()
     if cfg.test or not cfg.train:
         trainer.test(module, datamodule=datamodule, verbose=False)
         metrics = float_metrics(trainer.callback_metrics)

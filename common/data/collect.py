@@ -60,6 +60,7 @@ class _Rollout:
 
     def __init__(self, env, data: DictConfig):
         self.env, self.data, self.seed = env, data, None
+        self.max_steps = int(data.max_steps)  # read once: OmegaConf access is slow in the step loop
 
     def start(self, seed: int) -> None:
         self.seed = seed
@@ -73,7 +74,7 @@ class _Rollout:
         self.actions.append(action)
         self.rewards.append(reward)
         self.terms.append(done)
-        if not done and len(self.frames) < self.data.max_steps:
+        if not done and len(self.frames) < self.max_steps:
             self.frames.append(frame)
             return None
         ep = Episode(
@@ -98,7 +99,9 @@ def _load_manifest(root: Path, data: DictConfig, env) -> dict[str, Any]:
     if path.is_file():
         manifest = json.loads(path.read_text())
         if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(f"{path}: format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}")
+            raise ValueError(
+                f"{path}: format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}"
+            )
         ours = _identity(data)
         for key, value in manifest["collection"].items():
             if key in ours and ours[key] != value:
@@ -128,19 +131,22 @@ def _load_manifest(root: Path, data: DictConfig, env) -> dict[str, Any]:
         if orphan.name not in known:  # renamed, but the manifest update did not happen
             try:
                 check_shard(orphan)
-                manifest["shards"].append(_shard_entry(orphan, data))
+                manifest["shards"].append(_shard_entry(orphan, _ranges(data)))
             except (ValueError, OSError):
                 orphan.unlink()
     return manifest
 
 
-def _shard_entry(path: Path, data: DictConfig) -> dict[str, Any]:
+def _ranges(data: DictConfig) -> dict[str, tuple[int, int]]:
+    return split_ranges(data.splits, data.seed_start, data.episodes)
+
+
+def _shard_entry(path: Path, ranges: dict[str, tuple[int, int]]) -> dict[str, Any]:
     import h5py
 
     with h5py.File(path, "r") as f:
         starts = f["episode_starts"][:].tolist()
         seeds = f["episode_seeds"][:].tolist()
-    ranges = split_ranges(data.splits, data.seed_start, data.episodes)
     return {
         "file": path.name,
         "episodes": len(seeds),
@@ -164,15 +170,12 @@ def collect(data: DictConfig, data_dir: str | Path, progress: bool = True) -> Pa
     pending = [s for s in range(data.seed_start, data.seed_start + data.episodes) if s not in done]
     attrs = {k: manifest[k] for k in ("env_id", "num_actions", "action_meanings", "fps", "policy")}
     buffer: list[Episode] = []
+    writer = _ShardWriter(root, manifest, attrs, data.compression, _ranges(data))
 
     def flush() -> None:
-        if not buffer:
-            return
-        path = root / shard_name(len(manifest["shards"]))
-        write_shard(path, sorted(buffer, key=lambda e: e.seed), attrs, data.compression)
-        manifest["shards"].append(_shard_entry(path, data))
-        write_json_atomic(root / MANIFEST, manifest)
-        buffer.clear()
+        if buffer:
+            writer.submit(sorted(buffer, key=lambda e: e.seed))
+            buffer.clear()
 
     rollouts = [_Rollout(env, data) for env in envs]
     queue = list(reversed(pending))
@@ -199,10 +202,64 @@ def collect(data: DictConfig, data_dir: str | Path, progress: bool = True) -> Pa
         flush()  # keep every finished episode; unfinished ones are collected again on resume
         raise
     finally:
+        writer.close()
         bar.close()
         for env in envs:
             env.close()
     return root
+
+
+def _write(path: Path, episodes: list[Episode], attrs, compression: str, ranges) -> dict[str, Any]:
+    write_shard(path, episodes, attrs, compression)
+    return _shard_entry(path, ranges)
+
+
+def _die_with_parent() -> None:
+    """Writer process: end when the collector dies (a SIGKILLed collection leaves no late writer)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the collector's to handle
+
+
+class _ShardWriter:
+    """Compresses and writes shards in a second process while the environments keep stepping; the
+    manifest is updated (atomically, in order) once a shard is complete. At most one shard in flight."""
+
+    def __init__(self, root: Path, manifest: dict[str, Any], attrs, compression: str, ranges):
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        self.root, self.manifest, self.attrs, self.compression, self.ranges = (
+            root,
+            manifest,
+            attrs,
+            compression,
+            ranges,
+        )
+        self.pool = ProcessPoolExecutor(1, mp_context=mp.get_context("fork"), initializer=_die_with_parent)
+        self.future = None
+
+    def _finish(self) -> None:
+        if self.future is not None:
+            entry, self.future = self.future.result(), None
+            self.manifest["shards"].append(entry)
+            write_json_atomic(self.root / MANIFEST, self.manifest)
+
+    def submit(self, episodes: list[Episode]) -> None:
+        self._finish()
+        path = self.root / shard_name(len(self.manifest["shards"]))
+        self.future = self.pool.submit(_write, path, episodes, self.attrs, self.compression, self.ranges)
+
+    def close(self) -> None:
+        try:
+            self._finish()
+        finally:
+            self.pool.shutdown()
 
 
 class _Progress:

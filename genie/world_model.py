@@ -62,6 +62,16 @@ class GenieWorldModel:
         self.dyn_kv = self.dec_kv = None
 
     @torch.inference_mode()
+    def infer_actions(self, frames: Tensor) -> Tensor:
+        """The latent actions the LAM reads from real frames: uint8 (B, T, H, W, C) -> long (B, T-1).
+        Long videos go through the LAM in windows of `max_frames` that overlap by one frame."""
+        x = to_model(frames.to(self.device))
+        out = []
+        for start in range(0, x.shape[1] - 1, self.max_frames - 1):
+            out.append(self.lam.encode(x[:, start : start + self.max_frames])[1])
+        return torch.cat(out, dim=1)
+
+    @torch.inference_mode()
     def step(self, actions: Tensor) -> Step:
         """actions: long (B,) latent actions in [0, num_actions) -> Step(frames uint8 (B, H, W, C))."""
         if self.tokens is None:

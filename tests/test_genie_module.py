@@ -118,6 +118,18 @@ def test_world_model_rollout_shapes_and_range(checkpoints):
         wm.step(torch.tensor([0, 3]))
 
 
+def test_infer_actions_windows_long_videos(checkpoints):
+    wm = GenieWorldModel.from_checkpoint(checkpoints[1])
+    clip = Clips()[0]["frames"]
+    long = torch.cat([clip, clip.flip(0), clip])[None]  # longer than max_frames
+    assert long.shape[1] > wm.max_frames
+    actions = wm.infer_actions(long)
+    assert actions.shape == (1, long.shape[1] - 1) and actions.dtype == torch.long
+    assert 0 <= actions.min() and actions.max() < wm.num_actions
+    first = wm.infer_actions(long[:, : wm.max_frames])
+    assert torch.equal(actions[:, : wm.max_frames - 1], first), "the first window is read as on its own"
+
+
 def test_cached_equals_uncached(checkpoints):
     module = GenieDynamicsModule.load_from_checkpoint(checkpoints[1], weights_only=True)
     frames = torch.stack([Clips()[i]["frames"] for i in range(2)])

@@ -68,6 +68,15 @@ def run_train(overrides: list[str], run_dir: str | Path, timeout: float = 300) -
     return subprocess.run(cmd + overrides, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tests use tiny tensors: one thread each avoids oversubscribing the 2 cores (and xdist workers)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
     """One data folder per test session (per xdist worker): tiny datasets are collected once into it."""

@@ -26,14 +26,6 @@ TINY = dict(
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def random_module(**overrides) -> DiamondModule:
     torch.manual_seed(0)
     m = DiamondModule(**{**TINY, **overrides}).eval()

@@ -27,15 +27,6 @@ def io() -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in torch.load(FIXTURES / "io.pt", weights_only=True).items()}
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One thread: no OpenMP contention on a shared machine (the README's 1-thread tolerances apply)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def module():
     sd = read_diamond_state_dict(FIXTURES / "agent.pt")

@@ -13,16 +13,6 @@ from diamond.reward_end import RewEndModel
 from diamond.sampler import DiffusionSampler, karras_sigmas
 from diamond.unet import InnerModel
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids OpenMP spin contention on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 TINY = dict(
     num_actions=3,
     frame_size=16,

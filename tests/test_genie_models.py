@@ -2,7 +2,6 @@
 
 import math
 
-import pytest
 import torch
 import torch.nn.functional as F
 
@@ -10,15 +9,6 @@ from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
 from genie.maskgit import num_masked_after, sample_frame, training_mask
 from genie.tokenizer import VideoTokenizer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tokenizer(**kw):

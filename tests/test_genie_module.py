@@ -19,14 +19,6 @@ DYNAMICS = dict(frame_size=16, max_frames=6, num_latent_actions=3, lam_patch_siz
                 delta_t=4, rollout_batches=1, rollout_clips=2, warmup_steps=2, lr=1e-3, min_lr=1e-4)  # fmt: skip
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class Clips(Dataset):
     """Moving bright squares on a dark background: uint8 (T, 16, 16, 3) clips in the batch format."""
 

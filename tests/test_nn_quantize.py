@@ -6,15 +6,6 @@ import torch
 from common.nn.quantize import FSQ, VectorQuantizer, code_stats, make_quantizer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_vq_straight_through_gradient():
     torch.manual_seed(0)
     vq = VectorQuantizer(16, 8, l2_normalize=False)

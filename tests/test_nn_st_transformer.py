@@ -1,20 +1,10 @@
 """common/nn: ST-transformer shapes, causality in time, and cached temporal keys/values == full pass."""
 
-import pytest
 import torch
 
 from common.nn.attention import SelfAttention
 from common.nn.posemb import sincos_1d, sincos_2d
 from common.nn.st_transformer import STTransformer
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread avoids oversubscription on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_shapes_and_causality():

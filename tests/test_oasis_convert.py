@@ -17,14 +17,6 @@ from oasis.vae import AutoencoderKL
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "oasis"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture
 def weights(tmp_path):
     """A small DiT + VAE saved the way open-oasis files are (safetensors save_model drops rotary aliases)."""

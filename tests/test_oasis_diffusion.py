@@ -2,21 +2,11 @@
 
 from __future__ import annotations
 
-import pytest
 import torch
 from torch import nn
 
 from oasis.diffusion import DiffusionForcing, sigmoid_beta_schedule
 from oasis.dit import DiT
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def test_sigmoid_schedule_shape_and_monotone():

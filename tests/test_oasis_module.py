@@ -16,14 +16,6 @@ from oasis.world_model import OasisWorldModel
 from tests.conftest import compose_train, run_train, tiny_data
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 class Clips(Dataset):
     def __init__(self, n: int = 8, t: int = 8, size: int = 32):
         self.n, self.t, self.size = n, t, size

@@ -15,15 +15,6 @@ from oasis.vae import AutoencoderKL
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "oasis"
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops: one thread avoids OpenMP oversubscription on a shared 2-core machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def small_dit(**kw) -> DiT:
     torch.manual_seed(0)
     args = dict(input_h=4, input_w=6, patch_size=2, in_channels=4, hidden_size=32, depth=2, num_heads=2,

@@ -191,19 +191,7 @@ def test_sampler_euler_and_heun():
 
 
 def test_world_model_reset_step_and_errors():
-    module = DiamondModule(
-        num_actions=3,
-        frame_size=16,
-        cond_channels=16,
-        depths=[1, 1],
-        channels=[8, 8],
-        attn_depths=[False, False],
-        rew_lstm_dim=8,
-        rew_cond_channels=8,
-        rew_depths=[1, 1],
-        rew_channels=[8, 8],
-        rew_attn_depths=[False, False],
-    )
+    module = DiamondModule(**TINY)
     wm = module.world_model()
     assert wm.context_length == 4 and wm.frame_shape == (16, 16, 3) and wm.num_actions == 3
     with pytest.raises(RuntimeError, match="reset"):

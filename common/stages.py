@@ -209,7 +209,9 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
         trainer.save_checkpoint(last)  # also under fast_dev_run, so the next stage finds it
-        trainer.strategy.optimizers = []  # testing needs no optimizer state: free it (paper-scale models)
+        for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
+            optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)
+        module.zero_grad(set_to_none=True)
         gc.collect()
     if cfg.test or not cfg.train:
         trainer.test(module, datamodule=datamodule, verbose=False)

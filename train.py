@@ -6,6 +6,7 @@ metrics.json (final test metrics); returns cfg.optimized_metric to Hydra sweeper
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 import warnings
@@ -53,6 +54,7 @@ def main(cfg: DictConfig) -> float | None:
         for stage in stages:
             with sigterm_exit_code():
                 metrics.update(run_stage(cfg, stage, run_dir))
+            gc.collect()  # the finished stage's trainer/module cycle holds its weights until collected
     except (StageError, FileNotFoundError, ValueError, InstantiationException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -120,6 +120,7 @@ def test_tiny_experiment_runs_fast_dev_run(data_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.memory_heavy  # ~19 GB peak: `make test` runs it alone, after the parallel suite
 def test_full_experiment_runs_fast_dev_run(data_dir, tmp_path):
     """The paper-scale layout (DiT-S/2, 1024-wide ViT-VAE) for one batch of two short clips."""
     overrides = ["experiment=oasis_crafter", "trainer.fast_dev_run=true", "model.dit.test_horizon=2"]

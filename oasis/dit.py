@@ -28,6 +28,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from common.nn.rotary import RotaryEmbedding, apply_rotary
+from oasis.init import init_vit_weights
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B * h * w, heads, T, head_dim), rotated
 
@@ -249,13 +250,7 @@ class DiT(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        w = self.x_embedder.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        init_vit_weights(self, self.x_embedder.proj)
         nn.init.zeros_(self.x_embedder.proj.bias)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)

@@ -18,6 +18,7 @@ from einops import rearrange
 from torch import Tensor, nn
 
 from common.nn.rotary import RotaryEmbedding, apply_rotary
+from oasis.init import init_vit_weights
 
 OASIS_SCALING_FACTOR = 0.07843137255
 
@@ -149,13 +150,7 @@ class AutoencoderKL(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        w = self.patch_embed.proj.weight
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        init_vit_weights(self, self.patch_embed.proj)
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
         h = self.patch_embed(x)

@@ -1,11 +1,19 @@
 """Frame metrics and family-agnostic rollout evaluation (DESIGN.md "Metrics").
 
 PSNR / SSIM compare frames scaled to [0, 1]. `rollout_metrics` drives any WorldModel from real
-context frames with real (or given) actions and reports, beside every prediction metric, the
-copy-last-frame baseline on the same frames.
+context frames with real (or given) actions and adds, beside every prediction error, the
+copy-last-frame baseline's error on the same frames to a `SetPSNR`.
+
+Evaluation PSNRs (psnr_recon, psnr_next, rollouts, ΔtPSNR) are *set* PSNRs: 10·log10(1 / MSE) of the
+MSE averaged over every image of the evaluation epoch, as torchmetrics' PeakSignalNoiseRatio reduces by
+default. The mean of per-image PSNRs is not used there: an exact copy scores 10·log10(1/eps) (100 dB),
+so on video where many frames repeat (random-policy CoinRun, Breakout, Crafter) the copy-last baseline
+was set by eps rather than by the frames that change.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -20,10 +28,45 @@ def to_unit(frames: Tensor) -> Tensor:
     return frames.float().clamp(0.0, 1.0)
 
 
+def mse(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image mean squared error on [0, 1]. pred, target: (..., H, W, C) uint8 or [0,1] float -> (...,)."""
+    return (to_unit(pred) - to_unit(target)).pow(2).flatten(-3).mean(-1)
+
+
+def psnr_of_mse(err: Tensor, eps: float = 1e-10) -> Tensor:
+    """PSNR in dB of a mean squared error on [0, 1] (any shape)."""
+    return 10.0 * torch.log10(1.0 / (err + eps))
+
+
 def psnr(pred: Tensor, target: Tensor, eps: float = 1e-10) -> Tensor:
     """Per-image PSNR in dB. pred, target: (..., H, W, C) uint8 or [0,1] float -> (...,)."""
-    mse = (to_unit(pred) - to_unit(target)).pow(2).flatten(-3).mean(-1)
-    return 10.0 * torch.log10(1.0 / (mse + eps))
+    return psnr_of_mse(mse(pred, target), eps)
+
+
+class SetPSNR:
+    """PSNR of a set of images per metric name: 10·log10(1 / mean of their per-image MSEs).
+
+    `add(name, err)` adds per-image MSEs (any shape); `compute()` returns {name: dB}. Under DDP pass
+    `reduce` (sums a tensor over ranks) so every rank reports the PSNR of the whole set.
+    """
+
+    def __init__(self) -> None:
+        self.sums: dict[str, Tensor] = {}  # name -> float64 [sum of MSEs, number of images]
+
+    def add(self, name: str, err: Tensor) -> None:
+        err = err.detach().double().flatten()
+        total = torch.stack([err.sum(), torch.tensor(float(err.numel()), dtype=torch.float64)])
+        self.sums[name] = self.sums[name] + total.to(self.sums[name]) if name in self.sums else total
+
+    def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict[str, float]:
+        out = {}
+        for name in sorted(self.sums):
+            total = reduce(self.sums[name]) if reduce else self.sums[name]
+            out[name] = psnr_of_mse(total[0] / total[1].clamp(min=1)).item()
+        return out
+
+    def reset(self) -> None:
+        self.sums = {}
 
 
 def ssim(pred: Tensor, target: Tensor, window: int = 7) -> Tensor:
@@ -56,28 +99,33 @@ def rollout(world_model, frames: Tensor, actions: Tensor, context: int, horizon:
 
 
 def rollout_metrics(
-    world_model, frames: Tensor, actions: Tensor, context: int, horizon: int, prefix: str
+    world_model,
+    frames: Tensor,
+    actions: Tensor,
+    context: int,
+    horizon: int,
+    prefix: str,
+    meter: SetPSNR,
+    horizons: set[int] | None = None,
 ) -> tuple[dict[str, float], Tensor]:
-    """PSNR/SSIM of a rollout and of the copy-last-frame baseline, named as DESIGN.md says.
+    """Roll `world_model` out and add its errors and the copy-last-frame baseline's to `meter`.
 
-    Returns ({f"{prefix}/psnr_next", f"{prefix}/psnr_copy_last", f"{prefix}/ssim_next",
-    f"{prefix}/rollout_psnr_k{k}", f"{prefix}/rollout_copy_last_k{k}" for k = 1..horizon}, generated).
-    psnr_next is step 1 of the rollout: the next frame predicted from real context and real action.
+    Adds per-image MSEs under f"{prefix}/psnr_next", f"{prefix}/psnr_copy_last" (step 1: the next frame
+    from real context and real action) and f"{prefix}/rollout_psnr_k{k}", f"{prefix}/rollout_copy_last_k{k}"
+    for k in 1..horizon (or only those k in `horizons`). Returns ({f"{prefix}/ssim_next": mean SSIM of
+    step 1}, generated uint8 (B, horizon, H, W, C)).
     """
     generated = rollout(world_model, frames, actions, context, horizon)
     target = frames[:, context : context + horizon]
     last = frames[:, context - 1 : context].expand_as(target)
-    p_gen = psnr(generated, target).mean(0)  # (horizon,)
-    p_copy = psnr(last, target).mean(0)
-    out = {
-        f"{prefix}/psnr_next": p_gen[0].item(),
-        f"{prefix}/psnr_copy_last": p_copy[0].item(),
-        f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item(),
-    }
+    e_gen, e_copy = mse(generated, target), mse(last, target)  # (B, horizon)
+    meter.add(f"{prefix}/psnr_next", e_gen[:, 0])
+    meter.add(f"{prefix}/psnr_copy_last", e_copy[:, 0])
     for k in range(1, horizon + 1):
-        out[f"{prefix}/rollout_psnr_k{k}"] = p_gen[k - 1].item()
-        out[f"{prefix}/rollout_copy_last_k{k}"] = p_copy[k - 1].item()
-    return out, generated
+        if horizons is None or k in horizons:
+            meter.add(f"{prefix}/rollout_psnr_k{k}", e_gen[:, k - 1])
+            meter.add(f"{prefix}/rollout_copy_last_k{k}", e_copy[:, k - 1])
+    return {f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item()}, generated
 
 
 def f1_score(pred: Tensor, target: Tensor, positive: int = 1) -> float:

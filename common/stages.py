@@ -227,7 +227,7 @@ def load_for_eval(cfg: DictConfig, stage: str, ckpt_path: str | None) -> L.Light
         raise StageError("train=false needs ckpt_path=PATH (a checkpoint to evaluate)")
     cls = hydra.utils.get_class(cfg.model[stage]._target_)
     check_family(ckpt_path, cls.family, stage)
-    return cls.load_from_checkpoint(ckpt_path, map_location="cpu")
+    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
 
 
 def eval_stage(cfg: DictConfig) -> str:

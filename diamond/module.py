@@ -19,6 +19,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint
 from common.metrics import rollout_metrics
+from common.set_psnr_logging import SetPSNRLogging
 from diamond.denoiser import Denoiser, sample_sigma
 from diamond.reward_end import RewEndModel
 from diamond.sampler import DiffusionSampler
@@ -42,7 +43,7 @@ def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int) -> Tensor:
     return torch.stack([tp, (pred != zero_class).sum(), (target != zero_class).sum()]).float()
 
 
-class DiamondModule(FamilyCheckpoint, L.LightningModule):
+class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     family = "diamond"
     stage = "world_model"
 
@@ -226,10 +227,9 @@ class DiamondModule(FamilyCheckpoint, L.LightningModule):
         horizon = min(self.hparams.rollout_horizon, t - n)
         if horizon >= 1:
             metrics, _ = rollout_metrics(
-                self.world_model(), batch["frames"], batch["actions"], n, horizon, prefix
+                self.world_model(), batch["frames"], batch["actions"], n, horizon, prefix, self.set_psnr
             )
-            for name, value in metrics.items():
-                self.log(name, value, on_epoch=True, sync_dist=True, batch_size=b)
+            self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=b)
 
     def _log_f1(self, prefix: str) -> None:
         for key, c in self._f1_counts.items():
@@ -243,12 +243,14 @@ class DiamondModule(FamilyCheckpoint, L.LightningModule):
         self._evaluate(batch, batch_idx, "val")
 
     def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
         self._log_f1("val")
 
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
     def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
         self._log_f1("test")
 
     # ----------------------------------------------------------------------------------------- optimisation

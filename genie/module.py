@@ -19,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.metrics import psnr, rollout_metrics
-from genie.delta_psnr import genie_delta_psnr
+from common.metrics import mse, rollout_metrics
+from common.set_psnr_logging import SetPSNRLogging
+from genie.delta_psnr import delta_psnr_errors
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
 from genie.maskgit import training_mask
@@ -58,7 +59,7 @@ def adamw_warmup_cosine(module: L.LightningModule, params, lr, min_lr, betas, we
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class GenieTokenizerModule(FamilyCheckpoint, L.LightningModule):
+class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     family, stage = "genie", "tokenizer"
 
     def __init__(
@@ -109,10 +110,10 @@ class GenieTokenizerModule(FamilyCheckpoint, L.LightningModule):
         recon, _, vq_loss, stats = self.tokenizer(x)
         metrics = {
             f"{prefix}/loss": F.mse_loss(recon, x) + vq_loss,
-            f"{prefix}/psnr_recon": psnr(to_uint8(recon), frames).mean(),
             **{f"{prefix}/codebook_{k}": v for k, v in stats.items()},
         }
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=x.shape[0])
+        self.set_psnr.add(f"{prefix}/psnr_recon", mse(to_uint8(recon), frames))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, "val")
@@ -127,7 +128,7 @@ class GenieTokenizerModule(FamilyCheckpoint, L.LightningModule):
         )
 
 
-class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
+class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     family, stage = "genie", "dynamics"
 
     def __init__(
@@ -255,11 +256,20 @@ class GenieDynamicsModule(FamilyCheckpoint, L.LightningModule):
         gen = torch.Generator(device=clips.device).manual_seed(batch_idx)
         wm = self.world_model(seed=batch_idx)
         horizon = min(h.rollout_horizon, clips.shape[1] - h.context_frames)
-        metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix)
-        metrics[f"{prefix}/delta_psnr_t{h.delta_t}"] = genie_delta_psnr(
-            wm, clips, actions, h.delta_t, gen
-        ).mean()
+        metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix, self.set_psnr)
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
+        inferred, random = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
+        self.set_psnr.add(f"{prefix}/delta_psnr_t{h.delta_t}/inferred", inferred)
+        self.set_psnr.add(f"{prefix}/delta_psnr_t{h.delta_t}/random", random)
+
+    def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
+        """ΔtPSNR = PSNR of the set generated with inferred latent actions - with random ones."""
+        out = {k: v for k, v in values.items() if not k.endswith(("/inferred", "/random"))}
+        for name in values:
+            if name.endswith("/inferred"):
+                base = name.removesuffix("/inferred")
+                out[base] = values[name] - values[f"{base}/random"]
+        return out
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -15,7 +15,8 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.metrics import psnr, rollout_metrics
+from common.metrics import mse, rollout_metrics
+from common.set_psnr_logging import SetPSNRLogging
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
 from oasis.vae import AutoencoderKL
@@ -39,7 +40,7 @@ def warmup_adamw(module: L.LightningModule, lr: float, betas, weight_decay: floa
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
-class OasisVAEModule(FamilyCheckpoint, L.LightningModule):
+class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     """Stage `vae`: L = MSE(recon, x) + kl_weight * KL per latent element; logs {split}/psnr_recon."""
 
     family = "oasis"
@@ -97,8 +98,7 @@ class OasisVAEModule(FamilyCheckpoint, L.LightningModule):
         frames = self._frames(batch, train=False)
         post = self.vae.encode(to_signed(frames))
         recon = to_uint8(self.vae.decode(post.mode()))
-        self.log(f"{split}/psnr_recon", psnr(recon, frames).mean(), on_epoch=True, sync_dist=True,
-                 batch_size=frames.shape[0], prog_bar=True)  # fmt: skip
+        self.set_psnr.add(f"{split}/psnr_recon", mse(recon, frames))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, "val")
@@ -111,7 +111,7 @@ class OasisVAEModule(FamilyCheckpoint, L.LightningModule):
         return warmup_adamw(self, h.lr, h.betas, h.weight_decay, h.warmup_steps)
 
 
-class OasisDiTModule(FamilyCheckpoint, L.LightningModule):
+class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     """Stage `dit`: diffusion forcing (independent noise level per frame, v-prediction, min-SNR
     weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts."""
 
@@ -226,13 +226,11 @@ class OasisDiTModule(FamilyCheckpoint, L.LightningModule):
         log = dict(on_epoch=True, sync_dist=True, batch_size=b)
         x0 = self.latents(frames)
         self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
-        metrics, _ = rollout_metrics(self.world_model(), frames, actions, ctx, horizon, split)
-        keep = {f"{split}/psnr_next", f"{split}/psnr_copy_last", f"{split}/ssim_next"}
-        for k in set(self.hparams.log_horizons) | {horizon}:
-            if k <= horizon:
-                keep |= {f"{split}/rollout_psnr_k{k}", f"{split}/rollout_copy_last_k{k}"}
-        for name in sorted(keep):
-            self.log(name, metrics[name], prog_bar=name.endswith("psnr_next"), **log)
+        horizons = set(self.hparams.log_horizons) | {horizon}
+        metrics, _ = rollout_metrics(
+            self.world_model(), frames, actions, ctx, horizon, split, self.set_psnr, horizons
+        )
+        self.log_dict(metrics, **log)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, "val", self.hparams.val_horizon)

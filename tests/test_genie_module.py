@@ -1,13 +1,15 @@
 """Genie stages: tokenizer -> dynamics handoff, self-contained dynamics checkpoints, WorldModel, ΔtPSNR."""
 
+import math
+
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.metrics import psnr
+from common.metrics import SetPSNR, mse, psnr_of_mse
 from common.world_model import Step, WorldModel, load_world_model
-from genie.delta_psnr import delta_psnr, genie_delta_psnr
+from genie.delta_psnr import genie_delta_psnr
 from genie.module import GenieDynamicsModule, GenieTokenizerModule
 from genie.world_model import GenieWorldModel
 
@@ -134,9 +136,14 @@ def test_cached_equals_uncached(checkpoints):
 
 
 def test_delta_psnr_known_answer():
-    target = torch.full((2, 8, 8, 3), 0.5)
-    out = delta_psnr(target, target + 0.1, target + 0.2)
-    torch.testing.assert_close(out, torch.full((2,), 10 * torch.log10(torch.tensor(4.0)).item()))
+    """Errors 0.1 (inferred) and 0.2 (random) per pixel: ΔtPSNR = 10·log10(0.04 / 0.01) = 6.02 dB."""
+    meter = SetPSNR()
+    meter.add("test/delta_psnr_t4/inferred", torch.full((5,), 0.01))
+    meter.add("test/delta_psnr_t4/random", torch.full((5,), 0.04))
+    meter.add("test/psnr_next", torch.full((5,), 0.01))
+    out = GenieDynamicsModule.derive_set_metrics(None, meter.compute())
+    assert set(out) == {"test/delta_psnr_t4", "test/psnr_next"}
+    assert out["test/delta_psnr_t4"] == pytest.approx(10 * math.log10(4.0), abs=1e-6)
 
 
 class OracleWorldModel:
@@ -164,6 +171,7 @@ def test_genie_delta_psnr_oracle():
     wm = OracleWorldModel(frames, inferred)
     got = genie_delta_psnr(wm, frames, inferred, t=4, generator=torch.Generator().manual_seed(0))
     wrong = (frames[:, 3].int() + 40).clamp(max=255).to(torch.uint8)
-    torch.testing.assert_close(got, psnr(frames[:, 3], frames[:, 3]) - psnr(wrong, frames[:, 3]))
+    expected = psnr_of_mse(torch.tensor(0.0)) - psnr_of_mse(mse(wrong, frames[:, 3]).mean())
+    torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="needs clips of >= 6 frames"):
         genie_delta_psnr(wm, frames, inferred, t=6)

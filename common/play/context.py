@@ -1,24 +1,32 @@
-"""Where the player's context frames come from: a held-out episode of the model's dataset, or the real env.
+"""Where the player's context frames come from: a held-out dataset episode, the real env, or a file.
 
 `DatasetContext` reads test-split episodes of the shard dataset the checkpoint was trained on (found
 through `ckpt["datamodule_hyper_parameters"]`, or `data_dir=`); `env_context` resets the real environment
-and steps it with no-ops until the model has its context. Both return a `Context`: the frames the model
-is reset on, the actions taken at them, the level seed (so the real env can replay the same level),
-and, from a dataset, the real continuation (for `policy=dataset` and its rollout PSNR).
+and steps it with no-ops until the model has its context; `FileContext` reads an image or a video
+(`context=file:PATH`, e.g. a Minecraft screenshot for converted open-oasis weights). All return a
+`Context`: the frames the model is reset on, the actions taken at them, the level seed (so the real env
+can replay the same level), and, from a dataset, the real continuation (for `policy=dataset`).
 """
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+VIDEO_SUFFIXES = (".mp4", ".gif", ".webm")
 
 
 @dataclass
 class Context:
-    """frames: uint8 (T, H, W, C); actions: int64 (T,) taken at those frames; seed: level / env seed.
+    """frames: uint8 (T, H, W, C); actions: int64 (T,) taken at those frames (float32 (T, A) for models
+    driven by action vectors, e.g. Oasis' 25-d Minecraft actions); seed: level / env seed.
 
     future_frames: uint8 (F, H, W, C) real frames after the context; future_actions: int64 (F,) the real
     actions taken from the last context frame on (future_actions[k] leads to future_frames[k]).
@@ -118,6 +126,91 @@ def env_context(env, seed: int, context_length: int, noop: int = 0, attempts: in
     raise RuntimeError(
         f"{attempts} episodes from seed {seed} ended within the {context_length} context frames"
     )
+
+
+def check_context_file(path: str | Path) -> Path:
+    """A readable-looking image / video path, checked before any model is loaded (one-line errors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"context file not found: {path}")
+    if path.suffix.lower() not in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        known = ", ".join(s.lstrip(".") for s in IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+        raise ValueError(f"{path}: unsupported context file {path.suffix!r} (use {known})")
+    return path
+
+
+def read_frames(path: str | Path, last: int) -> np.ndarray:
+    """The last `last` frames of an image (one frame) or a video (imageio, pyav) -> uint8 (T, H, W, 3)."""
+    import imageio.v3 as iio
+
+    path = check_context_file(path)
+    suffix = path.suffix.lower()
+    try:
+        if suffix in IMAGE_SUFFIXES:
+            frames = [iio.imread(path)]
+        else:
+            plugin = "pyav" if suffix != ".gif" else None
+            frames = list(deque(iio.imiter(path, plugin=plugin), maxlen=last))
+    except Exception as e:  # noqa: BLE001 - any decoder failure is a bad file
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"{path}: cannot read frames ({reason})") from None
+    if not frames:
+        raise ValueError(f"{path}: no frames in file")
+    return np.stack([_rgb(np.asarray(f)) for f in frames])
+
+
+def fit_frames(frames: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (T, h, w, 3) -> uint8 (T, height, width, 3): center-crop to the target aspect ratio, then
+    bilinear resize with antialiasing (torch `F.interpolate`)."""
+    t, h, w, _ = frames.shape
+    if h * width > w * height:  # too tall: crop rows
+        crop = round(w * height / width)
+        frames = frames[:, (h - crop) // 2 : (h - crop) // 2 + crop]
+    elif h * width < w * height:  # too wide: crop columns
+        crop = round(h * width / height)
+        frames = frames[:, :, (w - crop) // 2 : (w - crop) // 2 + crop]
+    if frames.shape[1:3] == (height, width):
+        return np.ascontiguousarray(frames)
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float()
+    x = F.interpolate(x, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
+    return x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+class FileContext:
+    """`context=file:PATH`: the last `context_length` frames of an image or a video, as the context.
+
+    Frames are fitted to frame_shape (H, W, C) by `fit_frames`; an image (or a video shorter than the
+    context) repeats its first frame. The actions taken at the context frames are `noop` (the keymap's
+    default: an action index, or a zero vector (A,)). Every reset starts again from the same frames.
+    """
+
+    def __init__(
+        self, path: str | Path, frame_shape: tuple[int, int, int], context_length: int,
+        noop: int | np.ndarray = 0, seed: int = 0,
+    ) -> None:  # fmt: skip
+        self.path = Path(path)
+        height, width, channels = frame_shape
+        if channels != 3:
+            raise ValueError(f"{self.path}: the model takes {channels}-channel frames, files give RGB")
+        frames = fit_frames(read_frames(self.path, context_length), height, width)
+        pad = np.repeat(frames[:1], max(0, context_length - len(frames)), axis=0)
+        self.frames = np.concatenate([pad, frames])[-context_length:]  # (T, H, W, 3)
+        self.actions = np.repeat(np.asarray(noop)[None], context_length, axis=0)  # (T,) or (T, A)
+        self.seed = seed
+
+    def __call__(self, index: int) -> Context:
+        return Context(self.frames, self.actions, self.seed + index)
+
+
+def _rgb(frame: np.ndarray) -> np.ndarray:
+    """A decoded frame (h, w) or (h, w, 1|2) gray, (h, w, 3|4) RGB(A), uint8 or uint16 -> uint8 (h, w, 3)."""
+    if frame.ndim == 2:
+        frame = frame[..., None]
+    if frame.shape[-1] < 3:
+        frame = np.repeat(frame[..., :1], 3, axis=-1)
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    return frame[..., :3].astype(np.uint8)
 
 
 def replay(env, context: Context) -> np.ndarray:

@@ -10,6 +10,9 @@ into one action index of the model:
 - Crafter: WASD + crafter's own GUI keys for its action names (Space = do, Tab = sleep, R/T/F/P = place,
   1..6 = make).
 - Genie: latent actions on keys 1..|A| (then 0, q, w, ...), with a legend.
+- Minecraft (converted open-oasis weights, 25-d action vectors): held keys combine into one multi-hot
+  vector in open-oasis' action order; arrows move the camera (`MinecraftKeymap`).
+- No action names known (e.g. `context=file:` without a dataset or env): action i on the i-th key.
 
 Keys the keymap does not bind are reported (`unbound`), never silently mapped.
 """
@@ -17,7 +20,10 @@ Keys the keymap does not bind are reported (`unbound`), never silently mapped.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import numpy as np
 
 LATENT_KEYS = "1234567890qwrtyuiopzxcvbn"  # no e, h, m: those are player controls
 
@@ -42,6 +48,51 @@ CRAFTER_KEYS = {
     "6": "make_iron_sword",
 }
 
+MINECRAFT = "minecraft"  # the keymap source of Oasis' 25-d Minecraft action vectors
+# open-oasis' ACTION_KEYS order (the DiT's external_cond inputs); cameraX is the pitch, cameraY the yaw
+MINECRAFT_ACTIONS = ["inventory", "ESC"] + [f"hotbar.{i}" for i in range(1, 10)]
+MINECRAFT_ACTIONS += ["forward", "back", "left", "right", "cameraX", "cameraY", "jump", "sneak", "sprint"]
+MINECRAFT_ACTIONS += ["swapHands", "attack", "use", "pickItem", "drop"]
+# open-oasis scales a camera move of d degrees (bins of 0.5 deg, at most 20 deg) to d / 20 in [-1, 1]
+CAMERA_MAX_DEGREES = 20.0
+CAMERA_STEP_DEGREES = 5.0  # one step with an arrow held
+CAMERA_MOVES = {  # binding name -> (entry, sign); positive pitch looks down, positive yaw turns right
+    "look_up": ("cameraX", -1.0),
+    "look_down": ("cameraX", 1.0),
+    "turn_left": ("cameraY", -1.0),
+    "turn_right": ("cameraY", 1.0),
+}
+MINECRAFT_KEYS = {  # "ESC" stays unbound: Esc quits the player
+    "w": "forward",
+    "a": "left",
+    "s": "back",
+    "d": "right",
+    "space": "jump",
+    "left shift": "sneak",
+    "left ctrl": "sprint",
+    "r": "sprint",
+    "up": "look_up",
+    "down": "look_down",
+    "left": "turn_left",
+    "right": "turn_right",
+    "j": "attack",
+    "k": "use",
+    "e": "inventory",
+    "q": "drop",
+    "f": "swapHands",
+    **{str(i): f"hotbar.{i}" for i in range(1, 10)},
+}
+MINECRAFT_LEGEND = [
+    ("w a s d", "forward / left / back / right"),
+    ("space", "jump"),
+    ("left shift", "sneak"),
+    ("r / l-ctrl", "sprint (r while turning: ctrl+arrow is a control)"),
+    ("arrows", f"look up / down, turn left / right ({CAMERA_STEP_DEGREES:g} deg a step)"),
+    ("j / k", "attack / use"),
+    ("1..9", "hotbar slot"),
+    ("e / q / f", "inventory / drop / swap hands"),
+]
+
 
 @dataclass
 class Keymap:
@@ -50,13 +101,17 @@ class Keymap:
     bindings: key name -> component (directional keymaps: "UP"/"DOWN"/"LEFT"/"RIGHT"/"FIRE") or action
     name (discrete keymaps). action_meanings: the model's action names, index = action.
     combine: "atari" | "procgen" for directional keymaps, None for discrete ones (last bound key wins).
+    hint: one line on the keys, shown in the player's header.
     """
+
+    vector_actions: ClassVar[bool] = False  # True: actions are float vectors (A,), not indices
 
     bindings: dict[str, str]
     action_meanings: list[str]
     combine: str | None = None
-    default_action: int = 0
+    default_action: int | np.ndarray = 0
     legend: list[tuple[str, str]] = field(default_factory=list)
+    hint: str = ""
 
     def __post_init__(self) -> None:
         if not self.legend:
@@ -65,6 +120,16 @@ class Keymap:
     @property
     def keys(self) -> set[str]:
         return set(self.bindings)
+
+    @property
+    def targets(self) -> set[str]:
+        """What a key can be bound to: action names, and the directions of a directional keymap."""
+        components = {"UP", "DOWN", "LEFT", "RIGHT", "FIRE"} if self.combine else set()
+        return set(self.action_meanings) | components
+
+    def describe(self, action: int) -> str:
+        """An action as the header shows it."""
+        return self.action_meanings[action]
 
     def unbound(self, pressed: Sequence[str]) -> list[str]:
         """The pressed keys this keymap has no action for."""
@@ -105,6 +170,48 @@ class Keymap:
         return "_".join(parts) or "NOOP"
 
 
+@dataclass
+class MinecraftKeymap(Keymap):
+    """Held keys -> one float32 (25,) action vector in open-oasis' order (`MINECRAFT_ACTIONS`).
+
+    Buttons held are 1 (several at once); each held arrow adds CAMERA_STEP_DEGREES to the pitch (cameraX)
+    or yaw (cameraY) entry, scaled as open-oasis scales camera moves (degrees / 20). No key: zeros.
+    """
+
+    vector_actions: ClassVar[bool] = True
+
+    @property
+    def targets(self) -> set[str]:
+        return (set(self.action_meanings) - {"cameraX", "cameraY"}) | set(CAMERA_MOVES)
+
+    def action(self, pressed: Sequence[str]) -> np.ndarray:
+        vector = np.zeros(len(self.action_meanings), dtype=np.float32)
+        for name in {self.bindings[k] for k in pressed if k in self.bindings}:
+            if name in CAMERA_MOVES:
+                entry, sign = CAMERA_MOVES[name]
+                vector[self.action_meanings.index(entry)] += sign * CAMERA_STEP_DEGREES / CAMERA_MAX_DEGREES
+            else:
+                vector[self.action_meanings.index(name)] = 1.0
+        return vector
+
+    def describe(self, action: np.ndarray) -> str:
+        """e.g. "forward+jump pitch +5 yaw -5" (camera in degrees); "noop" for the zero vector."""
+        action = np.asarray(action, dtype=np.float32)
+        camera = {name: float(action[self.action_meanings.index(name)]) for name in ("cameraX", "cameraY")}
+        parts = [n for n, v in zip(self.action_meanings, action) if n not in camera and v > 0.5]
+        text = "+".join(parts)
+        for label, name in (("pitch", "cameraX"), ("yaw", "cameraY")):
+            if camera[name]:
+                text += f" {label} {camera[name] * CAMERA_MAX_DEGREES:+.0f}"
+        return text.strip() or "noop"
+
+
+def minecraft_keymap() -> MinecraftKeymap:
+    zeros = np.zeros(len(MINECRAFT_ACTIONS), dtype=np.float32)
+    hint = "wasd move  arrows look  space jump  j/k attack/use  (h: all keys)"
+    return MinecraftKeymap(dict(MINECRAFT_KEYS), list(MINECRAFT_ACTIONS), None, zeros, MINECRAFT_LEGEND, hint)
+
+
 def atari_keymap(action_meanings: list[str]) -> Keymap:
     return Keymap(ATARI_KEYS, list(action_meanings), combine="atari", default_action=_noop(action_meanings))
 
@@ -137,11 +244,16 @@ def discrete_keymap(action_meanings: list[str]) -> Keymap:
 def keymap_for(
     source: str | None, action_meanings: list[str] | None, num_actions: int, latent: bool = False
 ) -> Keymap:
-    """The keymap of an environment source ("atari" / "procgen" / "crafter"), or latent keys for Genie."""
+    """The keymap of an environment source ("atari" / "procgen" / "crafter" / "minecraft"), or latent keys
+    for Genie; numbered keys when the action names are unknown."""
     if latent:
         return latent_keymap(num_actions)
+    if source == MINECRAFT:
+        if num_actions != len(MINECRAFT_ACTIONS):
+            raise ValueError(f"the Minecraft keymap drives 25-d action vectors, the model has {num_actions}")
+        return minecraft_keymap()
     if action_meanings is None:
-        action_meanings = [f"action {i}" for i in range(num_actions)]
+        return discrete_keymap([f"action {i}" for i in range(num_actions)])
     if len(action_meanings) != num_actions:
         n = len(action_meanings)
         raise ValueError(f"the model has {num_actions} actions but the environment names {n}")
@@ -154,14 +266,13 @@ def with_overrides(keymap: Keymap, overrides: dict[str, str] | None) -> Keymap:
     if not overrides:
         return keymap
     bindings = dict(keymap.bindings)
-    components = {"UP", "DOWN", "LEFT", "RIGHT", "FIRE"} if keymap.combine else set()
-    valid = set(keymap.action_meanings) | components
+    valid = keymap.targets
     for key, name in overrides.items():
         if name not in valid:
             raise ValueError(f"key {key!r} bound to {name!r}, not an action of this model: {sorted(valid)}")
         bindings[str(key)] = name
     legend = keymap.legend + [(k, v) for k, v in overrides.items()]
-    return Keymap(bindings, keymap.action_meanings, keymap.combine, keymap.default_action, legend)
+    return replace(keymap, bindings=bindings, legend=legend)
 
 
 def _one_of(parts: set[str], a: str, b: str) -> str:

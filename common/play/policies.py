@@ -1,6 +1,7 @@
 """Action sources for headless play and the random mode of the player: random, a fixed sequence, a file.
 
-`policy=random` draws uniformly; `policy=dataset` replays the real actions of the held-out episode;
+`policy=random` draws uniformly (for Oasis' 25-d Minecraft vectors: a few buttons and a small camera
+move, `MinecraftRandomPolicy`); `policy=dataset` replays the real actions of the held-out episode;
 `policy=file:PATH` replays actions stored in PATH (.npy, .json list, or text with one integer per line /
 whitespace separated). Every action is checked against the model's action count (one-line errors).
 """
@@ -11,6 +12,14 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
+
+
+def action_batch(action: int | np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
+    """One action -> a batch of one: an index -> long (1,); a float vector (A,) -> float32 (1, A)."""
+    if isinstance(action, np.ndarray) and action.ndim == 1:
+        return torch.from_numpy(action).to(device, torch.float32)[None]
+    return torch.tensor([int(action)], dtype=torch.long, device=device)
 
 
 class RandomPolicy:
@@ -22,6 +31,27 @@ class RandomPolicy:
 
     def __call__(self, step: int) -> int:
         return int(self.rng.integers(self.num_actions))
+
+
+class MinecraftRandomPolicy:
+    """Plausible random 25-d Minecraft vectors (open-oasis order): 0-2 buttons held (never ESC or the
+    inventory) and a camera move of at most +-max_degrees in pitch and yaw, scaled as open-oasis does."""
+
+    def __init__(self, seed: int = 0, max_degrees: float = 5.0) -> None:
+        from common.play.keymaps import CAMERA_MAX_DEGREES, MINECRAFT_ACTIONS
+
+        self.rng = np.random.default_rng(seed)
+        self.size = len(MINECRAFT_ACTIONS)
+        self.camera = [MINECRAFT_ACTIONS.index(n) for n in ("cameraX", "cameraY")]
+        skip = {"ESC", "inventory", "cameraX", "cameraY"}
+        self.buttons = [i for i, n in enumerate(MINECRAFT_ACTIONS) if n not in skip]
+        self.camera_scale = max_degrees / CAMERA_MAX_DEGREES
+
+    def __call__(self, step: int) -> np.ndarray:
+        vector = np.zeros(self.size, dtype=np.float32)
+        vector[self.rng.choice(self.buttons, size=self.rng.integers(3), replace=False)] = 1.0
+        vector[self.camera] = self.rng.uniform(-self.camera_scale, self.camera_scale, size=2)
+        return vector
 
 
 class SequencePolicy:
@@ -68,10 +98,14 @@ def load_actions(path: str | Path, num_actions: int) -> np.ndarray:
     return actions
 
 
-def make_policy(spec: str, num_actions: int, seed: int = 0, dataset_actions: np.ndarray | None = None):
-    """`random` | `dataset` | `file:PATH` -> a callable step -> action."""
+def make_policy(
+    spec: str, num_actions: int, seed: int = 0, dataset_actions: np.ndarray | None = None,
+    minecraft: bool = False,
+):  # fmt: skip
+    """`random` | `dataset` | `file:PATH` -> a callable step -> action (an index; a 25-d float32 vector
+    from `random` when `minecraft`: the model takes Oasis' Minecraft action vectors)."""
     if spec == "random":
-        return RandomPolicy(num_actions, seed)
+        return MinecraftRandomPolicy(seed) if minecraft else RandomPolicy(num_actions, seed)
     if spec == "dataset":
         if dataset_actions is None:
             raise ValueError("policy=dataset needs context=dataset (the held-out episode's actions)")

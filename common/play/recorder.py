@@ -15,6 +15,7 @@ import torch
 
 from common.metrics import psnr
 from common.play.context import Context
+from common.play.policies import action_batch
 from common.video import side_by_side, upscale, write_video
 
 
@@ -51,7 +52,7 @@ def _can_write(folder: Path) -> bool:
 def record(
     world_model,
     context: Context,
-    policy: Callable[[int], int],
+    policy: Callable[[int], int | np.ndarray],
     steps: int,
     path: str | Path,
     fps: int = 15,
@@ -73,7 +74,7 @@ def record(
     world_model.reset(frames, actions)
     generated, ret = [], None
     for k in range(steps):
-        out = world_model.step(torch.tensor([policy(k)], dtype=torch.long, device=device))
+        out = world_model.step(action_batch(policy(k), device))
         generated.append(out.frames[0].cpu().numpy())
         if out.reward is not None:
             ret = (ret or 0.0) + float(out.reward[0])

@@ -27,7 +27,7 @@ import torch
 
 from common.play.context import Context, env_context, replay
 from common.play.keymaps import Keymap
-from common.play.policies import RandomPolicy
+from common.play.policies import RandomPolicy, action_batch, make_policy
 
 COMMANDS = (
     "reset",
@@ -105,7 +105,9 @@ class Session:
         self.running = True
         self.episode = -1
         self.message = ""
-        self.random_model = RandomPolicy(world_model.num_actions, seed)
+        self.random_model = make_policy(
+            "random", world_model.num_actions, seed, minecraft=keymap.vector_actions
+        )
         self.random_env: RandomPolicy | None = None
         self.context: Context | None = None
         self._step_once = False
@@ -189,12 +191,14 @@ class Session:
         self.step(model_action, env_action)
         return True
 
-    def step(self, model_action: int, env_action: int | None = None) -> None:
-        """One step of the model (and of the real env in lockstep, with env_action or the same action)."""
+    def step(self, model_action: int | np.ndarray, env_action: int | None = None) -> None:
+        """One step of the model (and of the real env in lockstep, with env_action or the same action).
+
+        model_action: an index, or a float32 (A,) vector for vector keymaps (Minecraft)."""
         env_action = model_action if env_action is None else env_action
         start = time.perf_counter()
         with torch.inference_mode():
-            out = self.world_model.step(torch.tensor([model_action], dtype=torch.long, device=self.device))
+            out = self.world_model.step(action_batch(model_action, self.device))
         self.step_ms = 1000 * (time.perf_counter() - start)
         self.model_frame = out.frames[0].cpu().numpy()
         if out.reward is not None:
@@ -257,7 +261,7 @@ class Session:
             return None
         return replay(self.env, context)
 
-    def _actions(self, pressed: Sequence[str]) -> tuple[int, int | None]:
+    def _actions(self, pressed: Sequence[str]) -> tuple[int | np.ndarray, int | None]:
         if self.policy == "random":
             model_action = self.random_model(self.step_count)
             env_action = self.random_env(self.step_count) if (self.latent and self.random_env) else None
@@ -266,8 +270,8 @@ class Session:
         env_action = self.env_keymap.action(pressed) if self.latent else None
         return model_action, env_action
 
-    def _action_name(self, model_action: int, env_action: int | None) -> str:
-        name = self.keymap.action_meanings[model_action]
+    def _action_name(self, model_action: int | np.ndarray, env_action: int | None) -> str:
+        name = self.keymap.describe(model_action)
         if self.latent and self.env is not None and env_action is not None:
-            name += f" | env {self.env_keymap.action_meanings[env_action]}"
+            name += f" | env {self.env_keymap.describe(env_action)}"
         return name

@@ -67,9 +67,11 @@ class Window:
         self.session = session
         self.title = title
         self.size = size
+        height, width = session.world_model.frame_shape[:2]
+        self.frame_height = round(size * height / width)  # the frame keeps its aspect ratio (16:9 Minecraft)
         self.fps = fps
         try:
-            self.screen = pygame.display.set_mode((size, size + header_height(size)))
+            self.screen = pygame.display.set_mode((size, self.frame_height + header_height(size)))
         except pygame.error as e:
             raise RuntimeError(f"cannot open a window: {e} (use record=out.mp4 for headless play)") from None
         pygame.display.set_caption(f"worldplay - {title}")
@@ -119,7 +121,7 @@ class Window:
         pg, s = self.pg, self.session
         self.screen.fill((0, 0, 0))
         frame = np.ascontiguousarray(s.frame.transpose(1, 0, 2))  # pygame surfaces are (W, H, C)
-        surface = pg.transform.scale(pg.surfarray.make_surface(frame), (self.size, self.size))
+        surface = pg.transform.scale(pg.surfarray.make_surface(frame), (self.size, self.frame_height))
         self.screen.blit(surface, (0, header_height(self.size)))
         for i, line in enumerate(self.header_lines()):
             self.text(line, (6, 4 + self.line * i))
@@ -139,7 +141,7 @@ class Window:
             parts.append(f"reward {st.reward:+.2f}  return {st.ret:+.2f}")
         if st.done is not None:
             parts.append(f"done {st.done}")
-        line4 = st.message
+        line4 = st.message or self.session.keymap.hint
         if not line4 and self.session.latent:  # Genie: the latent action keys, always in sight
             keys = [k for k, _ in self.session.keymap.legend]
             line4 = (

@@ -91,7 +91,7 @@ def test_record_from_env_context_and_action_file(checkpoint, tmp_path):
         (["bindings={x: FLY}"], "not an action of this model"),
         (["policy=walk"], "expected random, dataset or file"),
         (["policy=file:/nonexistent/a.txt"], "action file not found"),
-        (["context=dream"], "expected dataset or env"),
+        (["context=dream"], "expected dataset, env or file:PATH"),
         (["record=out.avi"], "unsupported video format"),
         (["record=/proc/worldplay/out.mp4"], "cannot write"),
     ],

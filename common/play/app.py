@@ -1,8 +1,10 @@
 """What `python play.py` does once Hydra has composed conf/play.yaml: load, wire, play or record.
 
 The family comes from the checkpoint; the dataset (held-out context episodes, env source and game,
-action names) from the datamodule hyperparameters the checkpoint holds. A window needs a display;
-`record=` runs headless on SDL's dummy driver.
+action names) from the datamodule hyperparameters the checkpoint holds. `context=file:PATH` starts from
+an image or a video instead (no real env unless source=/game= name one). An Oasis model with 25 actions
+and no action names (converted open-oasis weights) takes Minecraft action vectors: the Minecraft keymap.
+A window needs a display; `record=` runs headless on SDL's dummy driver.
 """
 
 from __future__ import annotations
@@ -14,9 +16,16 @@ import numpy as np
 import torch
 
 from common.checkpoint import META_KEY, read_checkpoint
-from common.play.context import DatasetContext, DatasetInfo, dataset_info, env_context
-from common.play.keymaps import keymap_for, with_overrides
-from common.play.policies import SequencePolicy, make_policy
+from common.play.context import (
+    DatasetContext,
+    DatasetInfo,
+    FileContext,
+    check_context_file,
+    dataset_info,
+    env_context,
+)
+from common.play.keymaps import MINECRAFT, MINECRAFT_ACTIONS, Keymap, keymap_for, with_overrides
+from common.play.policies import SequencePolicy, action_batch, make_policy
 from common.play.recorder import check_writable, record
 from common.play.session import Session
 
@@ -52,16 +61,16 @@ def run(cfg) -> None:
         check_writable(cfg.record)
     elif not has_display():
         raise RuntimeError("no display: use record=out.mp4 (headless), or run where a display is")
-    if cfg.context not in ("dataset", "env"):
-        raise ValueError(f"context={cfg.context!r}: expected dataset or env")
+    context_file = _context_file(str(cfg.context), str(cfg.policy))
     world_model, ckpt, family = load(cfg.checkpoint, cfg.device)
     latent = family == "genie"
     try:
         info = dataset_info(ckpt, cfg.checkpoint, cfg.data_dir, cfg.split)
     except ValueError:
-        if cfg.context == "dataset" or not cfg.source:
+        if cfg.context == "dataset" or not (cfg.source or context_file):
             raise
         info = DatasetInfo(None, None, None, {}, None)  # e.g. imported weights: the env is named on the CLI
+    named_env = bool(cfg.source or cfg.game)
     info.source, info.game = cfg.source or info.source, cfg.game or info.game
     context = None
     meanings: list[str] | None = None
@@ -70,7 +79,7 @@ def run(cfg) -> None:
         context = DatasetContext(info.path, world_model.context_length, info.seeds)
         meanings, fps = context.action_meanings, context.fps
     env, env_error = None, None
-    if cfg.context == "env" or (cfg.real_env and not cfg.record):
+    if cfg.context == "env" or (cfg.real_env and not cfg.record and (named_env or not context_file)):
         try:
             env = make_real_env(info)
             meanings, fps = meanings or env.action_meanings, env.fps
@@ -79,18 +88,25 @@ def run(cfg) -> None:
                 raise
             env_error = e
     fps = int(cfg.fps or fps)
-    title = f"{info.source}/{info.game or ''} ({family})".replace("/ (", " (")
+    minecraft = family == "oasis" and world_model.num_actions == len(MINECRAFT_ACTIONS) and not meanings
+    source = MINECRAFT if minecraft else info.source
+    title = f"{source or 'file'}/{info.game or ''} ({family})".replace("/ (", " (")
     env_keymap = keymap_for(info.source, meanings, len(meanings)) if (latent and meanings) else None
     keymap = with_overrides(
-        keymap_for(info.source, meanings, world_model.num_actions, latent), dict(cfg.bindings or {})
+        keymap_for(source, meanings, world_model.num_actions, latent), dict(cfg.bindings or {})
     )
+    if context_file:
+        noop = env_keymap.default_action if env_keymap else keymap.default_action
+        context = FileContext(
+            context_file, world_model.frame_shape, world_model.context_length, noop, cfg.seed
+        )
     if cfg.compile:
         from common.play.compile import compile_world_model
 
         warm = context(0) if context is not None else env_context(env, cfg.seed, world_model.context_length)
-        compile_world_model(world_model, lambda: _warmup(world_model, warm, latent, cfg.device))
+        compile_world_model(world_model, lambda: _warmup(world_model, warm, latent, keymap, cfg.device))
     if cfg.record:
-        _record(cfg, world_model, context, env, latent, fps, keymap.default_action)
+        _record(cfg, world_model, context, env, latent, fps, keymap)
         return
     session = Session(
         world_model,
@@ -110,6 +126,17 @@ def run(cfg) -> None:
         session.close()
 
 
+def _context_file(spec: str, policy: str) -> str | None:
+    """`context=`: dataset | env | file:PATH -> PATH (checked before the model loads), None otherwise."""
+    if spec in ("dataset", "env"):
+        return None
+    if not spec.startswith("file:"):
+        raise ValueError(f"context={spec!r}: expected dataset, env or file:PATH (an image or a video)")
+    if policy == "dataset":
+        raise ValueError("policy=dataset needs context=dataset: a context file has no real continuation")
+    return str(check_context_file(spec.removeprefix("file:")))
+
+
 def _env_factory(env, error: Exception | None):
     def make():
         if error is not None:
@@ -119,24 +146,26 @@ def _env_factory(env, error: Exception | None):
     return make
 
 
-def _warmup(world_model, ctx, latent: bool, device: str) -> None:
+def _warmup(world_model, ctx, latent: bool, keymap: Keymap, device: str) -> None:
     with torch.inference_mode():
         world_model.reset(
             torch.from_numpy(ctx.frames).to(device)[None],
             None if latent else torch.from_numpy(ctx.actions).to(device)[None],
         )
-        world_model.step(torch.zeros(1, dtype=torch.long, device=device))
+        world_model.step(action_batch(keymap.default_action, device))
 
 
-def _record(cfg, world_model, context, env, latent: bool, fps: int, noop: int) -> None:
+def _record(cfg, world_model, context, env, latent: bool, fps: int, keymap: Keymap) -> None:
     ctx = context(int(cfg.episode)) if context is not None else None
     if ctx is None:
-        ctx = env_context(env, int(cfg.seed), world_model.context_length, noop)
+        ctx = env_context(env, int(cfg.seed), world_model.context_length, keymap.default_action)
     with_real = cfg.policy == "dataset"
     if with_real and latent:
         policy = SequencePolicy(_latent_actions(world_model, ctx), "latent actions of the dataset episode")
     else:
-        policy = make_policy(cfg.policy, world_model.num_actions, int(cfg.seed), ctx.future_actions)
+        policy = make_policy(
+            cfg.policy, world_model.num_actions, int(cfg.seed), ctx.future_actions, keymap.vector_actions
+        )
     steps = int(cfg.steps)
     if isinstance(policy, SequencePolicy):
         steps = min(steps, len(policy))

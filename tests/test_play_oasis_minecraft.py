@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 
 from common.play.context import FileContext, fit_frames
-from common.play.keymaps import CAMERA_MAX_DEGREES, CAMERA_STEP_DEGREES, MINECRAFT_ACTIONS, keymap_for
+from common.play.keymaps import (
+    CAMERA_MAX_DEGREES,
+    CAMERA_STEP_DEGREES,
+    MINECRAFT_ACTIONS,
+    keymap_for,
+    with_overrides,
+)
 from common.play.policies import MinecraftRandomPolicy, make_policy
 from common.video import read_video, write_video
 from oasis.convert import main as convert
@@ -82,6 +88,10 @@ def test_minecraft_keymap_held_keys_to_vector():
     assert "w" in km.hint and any("arrows" in k for k, _ in km.legend)
     with pytest.raises(ValueError, match="25-d action vectors"):
         keymap_for("minecraft", None, 17)
+    extra = with_overrides(km, {"x": "pickItem", "l": "turn_right"})  # bindings= in play.yaml
+    assert extra.action(["x", "l"])[[index("pickItem"), index("cameraY")]].tolist() == [1.0, STEP]
+    with pytest.raises(ValueError, match="not an action of this model"):
+        with_overrides(km, {"x": "cameraX"})
 
 
 def test_minecraft_random_policy_is_plausible():
@@ -171,3 +181,22 @@ def test_window_minecraft_keys_help_and_escape(checkpoint, tmp_path):
     w.update()
     assert not s.running
     pygame.quit()
+
+
+def test_record_any_family_from_png(tmp_path, monkeypatch):
+    """context=file is family-agnostic: a fake discrete-action model with no dataset, numbered keys."""
+    import torch
+
+    from common import world_model as registry
+    from common.play.app import run
+
+    monkeypatch.setitem(registry.FAMILIES, "playfake", "tests.test_play_fakes:FakeWorldModel")
+    ckpt = tmp_path / "fake.ckpt"
+    torch.save(
+        {"worldplay": {"family": "playfake", "stage": "x"}, "fake": {"num_actions": 5, "context_length": 2}},
+        ckpt,
+    )
+    out = tmp_path / "fake.gif"
+    run(play_cfg(f"checkpoint={ckpt}", f"context=file:{image(tmp_path)}", f"record={out}", "steps=4"))
+    assert read_video(out).shape == (4, 64, 64, 3)
+    assert keymap_for(None, None, 5).action(["3"]) == 2

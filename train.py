@@ -19,6 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 import common.config  # noqa: F401 - registers the config resolvers
+from common.allocator import reexec_with_malloc_settings
 from common.resume import sigterm_exit_code
 from common.stages import StageError, eval_stage, run_stage, stage_names
 
@@ -73,4 +74,5 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    reexec_with_malloc_settings()
     main()

@@ -208,7 +208,8 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
             check_family(resume, module.family, stage)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
-        trainer.save_checkpoint(last)  # also under fast_dev_run, so the next stage finds it
+        # full state (resumable); also under fast_dev_run, so the next stage finds it
+        trainer.save_checkpoint(last, weights_only=False)
         for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
             optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)
         module.zero_grad(set_to_none=True)

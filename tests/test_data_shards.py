@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import h5py
 import numpy as np
@@ -125,3 +126,25 @@ def test_manifest_of_other_version(tmp_path):
     _dataset(tmp_path / "ds", [_episode(0, 4)], version=7)
     with pytest.raises(ValueError, match="format_version 7"):
         ShardDataset(tmp_path / "ds")
+
+
+def test_checksums_hashed_once_per_process_until_a_shard_changes(tmp_path, monkeypatch):
+    import common.data.shards as shards
+
+    path = _dataset(tmp_path / "ds", [_episode(0, 4)])
+    calls = []
+    real = shards.sha256
+    monkeypatch.setattr(shards, "sha256", lambda p: calls.append(p) or real(p))
+    ShardDataset(tmp_path / "ds")
+    ShardDataset(tmp_path / "ds")  # a second stage / split over the same folder
+    assert len(calls) == 1
+    with h5py.File(path, "r+") as f:  # same size, new content and mtime: hashed again, and caught
+        f["frames"][0] = 255 - f["frames"][0]
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    manifest = json.loads((tmp_path / "ds" / MANIFEST).read_text())
+    manifest["shards"][0]["bytes"] = path.stat().st_size
+    (tmp_path / "ds" / MANIFEST).write_text(json.dumps(manifest))
+    with pytest.raises(ValueError, match="sha256 does not match"):
+        ShardDataset(tmp_path / "ds")
+    assert len(calls) == 2

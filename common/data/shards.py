@@ -61,6 +61,23 @@ def shard_name(index: int) -> str:
     return f"shard-{index:06d}.h5"
 
 
+# shards whose checksum this process has verified: (path, size, mtime_ns, sha256). A run's stages (and
+# its val/test setups) build several ShardDatasets over the same folder; each shard is hashed once.
+_VERIFIED: set[tuple[str, int, int, str]] = set()
+
+
+def verify_sha256(path: Path, expected: str) -> bool:
+    """sha256(path) == expected, hashing a file again only when its size or mtime changed."""
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns, expected)
+    if key in _VERIFIED:
+        return True
+    ok = sha256(path) == expected
+    if ok:
+        _VERIFIED.add(key)
+    return ok
+
+
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -160,7 +177,7 @@ class ShardDataset:
                 raise ValueError(
                     f"{path}: size {path.stat().st_size} differs from the manifest's {shard['bytes']}"
                 )
-            if verify and sha256(path) != shard["sha256"]:
+            if verify and not verify_sha256(path, shard["sha256"]):
                 raise ValueError(f"{path}: sha256 does not match {manifest_path}")
             starts = shard["episode_starts"]
             for e, seed in enumerate(shard["episode_seeds"]):

@@ -2,7 +2,8 @@
 
 One optimiser step updates both networks (their parameters are disjoint, so summing the losses equals
 DIAMOND's two separate AdamW optimisers), with DIAMOND's per-network gradient-norm clipping, weight
-decay on weight matrices only, and a linear learning-rate warm-up stepped per step.
+decay on weight matrices only, and a linear learning-rate warm-up stepped per step (then constant, as
+DIAMOND, or a cosine decay to `min_lr`).
 
 Batch (from common.data): frames uint8 (B, T, H, W, C), actions long (B, T), rewards float (B, T),
 terminals bool (B, T); action t leads from frame t to t+1. Optional `mask` bool (B, T): frame t is real.
@@ -19,6 +20,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint
 from common.metrics import rollout_metrics
+from common.optim import cosine_factor
 from common.set_psnr_logging import SetPSNRLogging
 from diamond.denoiser import Denoiser, sample_sigma
 from diamond.reward_end import RewEndModel
@@ -80,6 +82,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         sampler_order: int = 1,
         # optimisation
         lr: float = 1e-4,
+        min_lr: float | None = None,
         betas: tuple[float, float] = (0.9, 0.999),
         eps: float = 1e-8,
         weight_decay: float = 1e-2,
@@ -266,7 +269,15 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             eps=hp.eps,
         )
         warmup = max(1, hp.warmup_steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, step / warmup))
+        total = max(int(self.trainer.estimated_stepping_batches), warmup + 1)
+        min_lr = hp.lr if hp.min_lr is None else hp.min_lr
+
+        def factor(step: int) -> float:
+            if step < warmup:
+                return step / warmup
+            return cosine_factor(step, warmup, total, hp.lr, min_lr)
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def configure_gradient_clipping(

@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import lightning as L
@@ -20,6 +19,7 @@ import torch.nn.functional as F
 
 from common.checkpoint import FamilyCheckpoint, check_family
 from common.metrics import mse, rollout_metrics
+from common.optim import cosine_factor
 from common.set_psnr_logging import SetPSNRLogging
 from genie.delta_psnr import delta_psnr_errors
 from genie.dynamics import DynamicsModel
@@ -52,8 +52,7 @@ def adamw_warmup_cosine(module: L.LightningModule, params, lr, min_lr, betas, we
     def factor(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        progress = min(1.0, (step - warmup_steps) / max(1, total - warmup_steps))
-        return (min_lr + (lr - min_lr) * 0.5 * (1 + math.cos(math.pi * progress))) / lr
+        return cosine_factor(step, warmup_steps, total, lr, min_lr)
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

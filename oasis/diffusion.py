@@ -131,12 +131,16 @@ class DiffusionForcing(nn.Module):
         t_ctx = torch.full((b, n), self.stabilization_level - 1, dtype=torch.long, device=dev)
         new_cond = None if cond is None else cond[:, None]
         full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
-        past = model.context_kv(context, t_ctx, context_cond) if use_cache else None
         levels = self.ddim_levels().tolist()
-        for i in reversed(range(1, self.ddim_steps + 1)):
+        order = list(reversed(range(1, self.ddim_steps + 1)))
+        if use_cache:  # the context runs once; each step's conditioning is computed up front
+            past = model.context_kv(context, t_ctx, context_cond)
+            t_steps = torch.tensor([levels[i] for i in order], device=dev).expand(b, -1)
+            prepared = model.prepare_steps(t_steps, new_cond, past)
+        for j, i in enumerate(order):
             t_now = torch.full((b, 1), levels[i], dtype=torch.long, device=dev)
             if use_cache:
-                v = model.forward_cached(x, t_now, new_cond, past)
+                v = model.forward_cached(x, t_now, new_cond, past, prepared[j])
             else:
                 v = model(torch.cat((context, x), 1), torch.cat((t_ctx, t_now), 1), full_cond)[:, -1:]
             a = self.alphas_cumprod[levels[i]]

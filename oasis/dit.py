@@ -21,6 +21,7 @@ values; `forward_cached` then runs only the new frame(s) against them (exactly t
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -31,6 +32,15 @@ from common.nn.rotary import RotaryEmbedding, apply_rotary
 from oasis.init import init_vit_weights
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B * h * w, heads, T, head_dim), rotated
+
+
+class PreparedStep(NamedTuple):
+    """One sampling step's conditioning of a single new frame (see DiT.prepare_steps); tensors (B, 1, D)."""
+
+    block_mods: list  # per block: (spatial (shift, scale, gate) x 2, temporal (shift, scale, gate) x 2)
+    final_mod: tuple[Tensor, Tensor]  # final layer (shift, scale)
+    s_angles: tuple[Tensor, Tensor]  # spatial rotary (cos, sin), (h * w, r)
+    t_angles: tuple[Tensor, Tensor]  # temporal rotary (cos, sin) at the new frame's position, (1, r)
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -184,17 +194,22 @@ class SpatioTemporalDiTBlock(nn.Module):
         self.t_mlp = Mlp(d, hidden)
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
+    def modulations(self, c: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
+        """c (B, T, D) -> the spatial and the temporal half's (shift, scale, gate) x 2, each (B, T, D)."""
+        return self.s_adaLN_modulation(c).chunk(6, dim=-1), self.t_adaLN_modulation(c).chunk(6, dim=-1)
+
     def forward(
-        self, x: Tensor, c: Tensor, past: KV | None = None, s_angles=None, t_angles=None
+        self, x: Tensor, c: Tensor | None, past: KV | None = None, s_angles=None, t_angles=None, mods=None
     ) -> tuple[Tensor, KV]:
         """x (B, T, h, w, D), c (B, T, D) -> (x, temporal (keys, values) of these frames).
 
         past: cached temporal (keys, values) of earlier frames; s_angles / t_angles: rotary tables
-        (computed by the attention modules when None)."""
-        sh1, sc1, g1, sh2, sc2, g2 = self.s_adaLN_modulation(c).chunk(6, dim=-1)
+        (computed by the attention modules when None); mods: `modulations(c)` precomputed (c unused)."""
+        s_mods, t_mods = self.modulations(c) if mods is None else mods
+        sh1, sc1, g1, sh2, sc2, g2 = s_mods
         x = x + gate(self.s_attn(modulate(self.s_norm1(x), sh1, sc1), s_angles), g1)
         x = x + gate(self.s_mlp(modulate(self.s_norm2(x), sh2, sc2)), g2)
-        sh1, sc1, g1, sh2, sc2, g2 = self.t_adaLN_modulation(c).chunk(6, dim=-1)
+        sh1, sc1, g1, sh2, sc2, g2 = t_mods
         attn, kv = self.t_attn(modulate(self.t_norm1(x), sh1, sc1), past, t_angles)
         x = x + gate(attn, g1)
         x = x + gate(self.t_mlp(modulate(self.t_norm2(x), sh2, sc2)), g2)
@@ -208,8 +223,8 @@ class FinalLayer(nn.Module):
         self.linear = nn.Linear(hidden_size, patch_size * patch_size * out_channels)
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
-    def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)
+    def forward(self, x: Tensor, c: Tensor | None, mod: tuple[Tensor, Tensor] | None = None) -> Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1) if mod is None else mod
         return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
@@ -269,21 +284,42 @@ class DiT(nn.Module):
             c = c + self.external_cond(external_cond.to(c.dtype))
         return c
 
-    def _run(self, x: Tensor, t: Tensor, external_cond: Tensor | None, past: list[KV] | None):
+    def _angles(
+        self, past: list[KV] | None, frames: int
+    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
+        """(cos, sin) rotary tables: spatial (h * w, r) and temporal (frames, r) after len(past) frames."""
+        h, w = self.x_embedder.grid_size
+        s_angles = rearrange(self.spatial_rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
+        p = 0 if past is None else past[0][0].shape[-2]
+        t_angles = self.temporal_rotary_emb.angles(torch.arange(p, p + frames, device=s_angles.device))
+        return (s_angles.cos(), s_angles.sin()), (t_angles.cos(), t_angles.sin())
+
+    def _run(
+        self,
+        x: Tensor,
+        t: Tensor,
+        external_cond: Tensor | None,
+        past: list[KV] | None,
+        prepared: PreparedStep | None = None,
+        output: bool = True,
+    ):
         b, n, _, height, width = x.shape
         tokens = self.x_embedder(rearrange(x, "b t c h w -> (b t) c h w"))
         tokens = rearrange(tokens, "(b t) h w d -> b t h w d", b=b)
-        c = self.condition(t, external_cond)
-        h, w = tokens.shape[2:4]
-        s_angles = rearrange(self.spatial_rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
-        p = 0 if past is None else past[0][0].shape[-2]
-        t_angles = self.temporal_rotary_emb.angles(torch.arange(p, p + n, device=x.device))
-        s_angles, t_angles = (s_angles.cos(), s_angles.sin()), (t_angles.cos(), t_angles.sin())
+        if prepared is None:
+            c, block_mods, final_mod = self.condition(t, external_cond), [None] * len(self.blocks), None
+            s_angles, t_angles = self._angles(past, n)
+        else:
+            c, block_mods, final_mod = None, prepared.block_mods, prepared.final_mod
+            s_angles, t_angles = prepared.s_angles, prepared.t_angles
         kvs = []
         for i, block in enumerate(self.blocks):
-            tokens, kv = block(tokens, c, None if past is None else past[i], s_angles, t_angles)
+            p_i = None if past is None else past[i]
+            tokens, kv = block(tokens, c, p_i, s_angles, t_angles, block_mods[i])
             kvs.append(kv)
-        out = self.final_layer(tokens, c)  # (B, T, h, w, p * p * C)
+        if not output:  # context_kv: only the keys / values are needed
+            return None, kvs
+        out = self.final_layer(tokens, c, final_mod)  # (B, T, h, w, p * p * C)
         p = self.patch_size
         out = rearrange(out, "b t h w (p q c) -> b t c (h p) (w q)", p=p, q=p, c=self.out_channels)
         return out, kvs
@@ -294,11 +330,37 @@ class DiT(nn.Module):
 
     def context_kv(self, x: Tensor, t: Tensor, external_cond: Tensor | None = None) -> list[KV]:
         """Run the context frames once; per block the temporal (keys, values), each (B*h*w, heads, T, d)."""
-        return self._run(x, t, external_cond, None)[1]
+        return self._run(x, t, external_cond, None, output=False)[1]
 
-    def forward_cached(self, x: Tensor, t: Tensor, external_cond: Tensor | None, past: list[KV]) -> Tensor:
-        """v for frames that follow the cached context: x (B, T_new, C, H, W) -> (B, T_new, C, H, W)."""
-        return self._run(x, t, external_cond, past)[0]
+    def prepare_steps(self, t: Tensor, external_cond: Tensor | None, past: list[KV]) -> list[PreparedStep]:
+        """What every sampling step of one new frame after `past` shares, computed once.
+
+        t (B, S) the new frame's noise level at each of S steps; external_cond (B, 1, A) its condition.
+        Returns S PreparedStep: per block the adaLN modulations, the final layer's, and the rotary tables.
+        """
+        b, steps = t.shape
+        cond = None if external_cond is None else external_cond.expand(b, steps, -1)
+        c = self.condition(t, cond)  # (B, S, D)
+        per_block = [block.modulations(c) for block in self.blocks]
+        final = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
+        s_angles, t_angles = self._angles(past, 1)
+        at = lambda mods, i: tuple(m[:, i : i + 1] for m in mods)  # noqa: E731
+        return [
+            PreparedStep([(at(sm, i), at(tm, i)) for sm, tm in per_block], at(final, i), s_angles, t_angles)
+            for i in range(steps)
+        ]
+
+    def forward_cached(
+        self,
+        x: Tensor,
+        t: Tensor,
+        external_cond: Tensor | None,
+        past: list[KV],
+        prepared: PreparedStep | None = None,
+    ) -> Tensor:
+        """v for frames that follow the cached context: x (B, T_new, C, H, W) -> (B, T_new, C, H, W).
+        With `prepared` (one new frame; from `prepare_steps`), t and external_cond are not used."""
+        return self._run(x, t, external_cond, past, prepared)[0]
 
 
 def oasis_500m() -> DiT:

@@ -8,8 +8,6 @@ List the mixin before `L.LightningModule`; a module that defines its own epoch-e
 
 from __future__ import annotations
 
-from torch import Tensor
-
 from common.metrics import SetPSNR
 
 
@@ -32,10 +30,6 @@ class SetPSNRLogging:
         for name, value in values.items():
             self.log(name, value, prog_bar=name.endswith("psnr_next") or name.endswith("psnr_recon"))
         self.set_psnr.reset()
-
-    def add_errors(self, errors: dict[str, Tensor]) -> None:
-        for name, err in errors.items():
-            self.set_psnr.add(name, err)
 
     def on_validation_epoch_start(self) -> None:
         self.set_psnr.reset()

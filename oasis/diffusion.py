@@ -130,15 +130,16 @@ class DiffusionForcing(nn.Module):
         x = x.to(dev).clamp(-self.noise_abs_max, self.noise_abs_max)
         t_ctx = torch.full((b, n), self.stabilization_level - 1, dtype=torch.long, device=dev)
         new_cond = None if cond is None else cond[:, None]
-        full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
         levels = self.ddim_levels().tolist()
         order = list(reversed(range(1, self.ddim_steps + 1)))
+        t_steps = torch.tensor([levels[i] for i in order], device=dev).expand(b, -1)  # (B, S)
         if use_cache:  # the context runs once; each step's conditioning is computed up front
             past = model.context_kv(context, t_ctx, context_cond)
-            t_steps = torch.tensor([levels[i] for i in order], device=dev).expand(b, -1)
             prepared = model.prepare_steps(t_steps, new_cond, past)
+        else:
+            full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
         for j, i in enumerate(order):
-            t_now = torch.full((b, 1), levels[i], dtype=torch.long, device=dev)
+            t_now = t_steps[:, j : j + 1]
             if use_cache:
                 v = model.forward_cached(x, t_now, new_cond, past, prepared[j])
             else:

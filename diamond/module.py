@@ -20,7 +20,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint
 from common.metrics import rollout_metrics
-from common.optim import cosine_factor
+from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from diamond.denoiser import Denoiser, sample_sigma
 from diamond.reward_end import RewEndModel
@@ -269,16 +269,8 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             eps=hp.eps,
         )
         warmup = max(1, hp.warmup_steps)
-        total = max(int(self.trainer.estimated_stepping_batches), warmup + 1)
         min_lr = hp.lr if hp.min_lr is None else hp.min_lr
-
-        def factor(step: int) -> float:
-            if step < warmup:
-                return step / warmup
-            return cosine_factor(step, warmup, total, hp.lr, min_lr)
-
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return per_step(opt, warmup_cosine(warmup, total_steps(self, warmup), hp.lr, min_lr, offset=0))
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from common.checkpoint import FamilyCheckpoint, check_family
 from common.metrics import mse, rollout_metrics
-from common.optim import cosine_factor
+from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from genie.delta_psnr import delta_psnr_errors
 from genie.dynamics import DynamicsModel
@@ -47,15 +47,7 @@ def plain(value: Any) -> Any:
 def adamw_warmup_cosine(module: L.LightningModule, params, lr, min_lr, betas, weight_decay, warmup_steps):
     """AdamW; LR rises linearly over warmup_steps, then follows a cosine from lr to min_lr by the last step."""
     opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    total = max(int(module.trainer.estimated_stepping_batches), warmup_steps + 1)
-
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / warmup_steps
-        return cosine_factor(step, warmup_steps, total, lr, min_lr)
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    return per_step(opt, warmup_cosine(warmup_steps, total_steps(module, warmup_steps), lr, min_lr))
 
 
 class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
 from common.metrics import mse, rollout_metrics
+from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
@@ -36,8 +37,7 @@ def to_uint8(x: Tensor) -> Tensor:
 def warmup_adamw(module: L.LightningModule, lr: float, betas, weight_decay: float, warmup_steps: int):
     params = [p for p in module.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
-    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+    return per_step(opt, warmup_cosine(warmup_steps, warmup_steps + 1, lr, lr))  # constant after warm-up
 
 
 class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):

@@ -1,6 +1,6 @@
 import pytest
 
-from common.optim import cosine_factor
+from common.optim import cosine_factor, warmup_cosine
 
 
 def test_cosine_factor_runs_from_lr_to_min_lr():
@@ -11,3 +11,14 @@ def test_cosine_factor_runs_from_lr_to_min_lr():
     assert cosine_factor(500, 10, 110, 1e-3, 1e-4) == pytest.approx(0.1)  # stays at min_lr
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert cosine_factor(70, 10, 110, 1e-3, 1e-3) == pytest.approx(1.0)  # min_lr = lr: constant
+
+
+def test_warmup_cosine_matches_each_family_schedule():
+    genie = warmup_cosine(10, 110, 1e-3, 1e-4)
+    assert [genie(s) for s in (0, 9)] == pytest.approx([0.1, 1.0])
+    assert genie(110) == pytest.approx(0.1)
+    diamond = warmup_cosine(100, 1000, 1e-4, 1e-4, offset=0)  # DIAMOND: from 0, then constant
+    assert [diamond(s) for s in (0, 50, 100, 999)] == pytest.approx([0.0, 0.5, 1.0, 1.0])
+    oasis = [warmup_cosine(w, w + 1, 1e-4, 1e-4) for w in (0, 4)]
+    assert [oasis[0](s) for s in (0, 3)] == pytest.approx([1.0, 1.0])  # no warm-up
+    assert [oasis[1](s) for s in (0, 3, 4, 50)] == pytest.approx([0.25, 1.0, 1.0, 1.0])

@@ -20,6 +20,8 @@ Shapes: latents (B, T, C, H, W); noise levels (B, T) long; conditions (B, T, A) 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -134,22 +136,31 @@ class DiffusionForcing(nn.Module):
         order = list(reversed(range(1, self.ddim_steps + 1)))
         t_steps = torch.tensor([levels[i] for i in order], device=dev).expand(b, -1)  # (B, S)
         if use_cache:  # the context runs once; each step's conditioning is computed up front
-            past = model.context_kv(context, t_ctx, context_cond)
+            past = model.context_kv(context, t_ctx, context_cond, spare=1)  # the new frame's slot
             prepared = model.prepare_steps(t_steps, new_cond, past)
         else:
             full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
-        for j, i in enumerate(order):
+        for j, (cx, cv) in enumerate(self.ddim_coefficients()):
             t_now = t_steps[:, j : j + 1]
             if use_cache:
                 v = model.forward_cached(x, t_now, new_cond, past, prepared[j])
             else:
                 v = model(torch.cat((context, x), 1), torch.cat((t_ctx, t_now), 1), full_cond)[:, -1:]
-            a = self.alphas_cumprod[levels[i]]
-            x0 = a.sqrt() * x - (1 - a).sqrt() * v
-            eps = ((1 / a).sqrt() * x - x0) / (1 / a - 1).sqrt()
-            if i == 1:
-                x = x0
-            else:
-                a_next = self.alphas_cumprod[levels[i - 1]]
-                x = a_next.sqrt() * x0 + (1 - a_next).sqrt() * eps
+            x = torch.add(x * cx, v, alpha=cv)
         return x[:, 0]
+
+    def ddim_coefficients(self) -> list[tuple[float, float]]:
+        """Per DDIM step, noisiest first: (cx, cv) with x_next = cx * x + cv * v (deterministic DDIM).
+
+        With a = alphas_cumprod at the step's level and a' at the next: x0 = sqrt(a) x - sqrt(1 - a) v and
+        eps = sqrt(1 - a) x + sqrt(a) v, so x_next = sqrt(a') x0 + sqrt(1 - a') eps; the last step returns x0.
+        """
+        levels, ac = self.ddim_levels().tolist(), self.alphas_cumprod.tolist()
+        out = []
+        for i in reversed(range(1, self.ddim_steps + 1)):
+            a = ac[levels[i]]
+            a_next = ac[levels[i - 1]] if i > 1 else 1.0  # the last step returns x0
+            cx = math.sqrt(a_next * a) + math.sqrt((1 - a_next) * (1 - a))
+            cv = math.sqrt((1 - a_next) * a) - math.sqrt(a_next * (1 - a))
+            out.append((cx, cv))
+        return out

@@ -28,32 +28,56 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary
+from common.nn.rotary import RotaryEmbedding, apply_rotary, rotation
 from oasis.init import init_vit_weights
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B * h * w, heads, T, head_dim), rotated
 
 
+class KVWindow(NamedTuple):
+    """Cached temporal keys / values of `length` context frames, in buffers with room after them.
+
+    keys, values (B * h * w, heads, length + spare, head_dim). Attention writes the keys / values of up
+    to `spare` new frames into the free slots in place (each sampling step overwrites the same slots),
+    so a step copies one frame's keys instead of concatenating the whole window.
+    """
+
+    keys: Tensor
+    values: Tensor
+    length: int
+
+
+def past_length(past: KV | KVWindow) -> int:
+    return past.length if isinstance(past, KVWindow) else past[0].shape[-2]
+
+
 class PreparedStep(NamedTuple):
     """One sampling step's conditioning of a single new frame (see DiT.prepare_steps); tensors (B, 1, D)."""
 
-    block_mods: list  # per block: (spatial (shift, scale, gate) x 2, temporal (shift, scale, gate) x 2)
-    final_mod: tuple[Tensor, Tensor]  # final layer (shift, scale)
-    s_angles: tuple[Tensor, Tensor]  # spatial rotary (cos, sin), (h * w, r)
-    t_angles: tuple[Tensor, Tensor]  # temporal rotary (cos, sin) at the new frame's position, (1, r)
+    block_mods: list  # per block: (spatial (shift, 1 + scale, gate) x 2, temporal (same) x 2)
+    final_mod: tuple[Tensor, Tensor]  # final layer (shift, 1 + scale)
+    s_angles: Tensor  # spatial rotary, complex (h * w, r / 2) (common.nn.rotary.rotation)
+    t_angles: Tensor  # temporal rotary at the new frame's position, complex (1, r / 2)
 
 
-def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """x (B, T, h, w, D) or (B, T, n, D); shift / scale (B, T, D) per frame."""
-    while shift.dim() < x.dim():
-        shift, scale = shift.unsqueeze(-2), scale.unsqueeze(-2)
-    return x * (1 + scale) + shift
+def adaln(mlp: nn.Module, c: Tensor, chunks: int) -> tuple[Tensor, ...]:
+    """c (B, T, D) -> `chunks` modulations (B, T, 1, 1, D), each (shift, 1 + scale) pair's scale with
+    its 1 added (so that `modulate` is one fused op): (shift, 1 + scale, gate, ...) in adaLN's order."""
+    mods = list(mlp(c[:, :, None, None]).chunk(chunks, dim=-1))
+    group = 3 if chunks % 3 == 0 else 2  # (shift, scale, gate) groups, or one (shift, scale)
+    for i in range(1, chunks, group):
+        mods[i] = mods[i] + 1
+    return tuple(mods)
 
 
-def gate(x: Tensor, g: Tensor) -> Tensor:
-    while g.dim() < x.dim():
-        g = g.unsqueeze(-2)
-    return g * x
+def modulate(x: Tensor, shift: Tensor, factor: Tensor) -> Tensor:
+    """adaLN: x * (1 + scale) + shift; x (B, T, h, w, D), shift / factor = 1 + scale (B, T, 1, 1, D)."""
+    return torch.addcmul(shift, x, factor)
+
+
+def gated_residual(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
+    """x + gate * y; x, y (B, T, h, w, D), gate (B, T, 1, 1, D)."""
+    return torch.addcmul(x, gate, y)
 
 
 class PatchEmbed(nn.Module):
@@ -117,23 +141,24 @@ class SpatialAxialAttention(nn.Module):
         self.to_out = nn.Linear(heads * dim_head, dim)
         self.rotary_emb = rotary_emb
 
-    def forward(self, x: Tensor, angles: Tensor | tuple[Tensor, Tensor] | None = None) -> Tensor:
-        """x (B, T, h, w, D); angles (h * w, head_dim) (or its (cos, sin)); computed when None."""
+    def forward(self, x: Tensor, angles: Tensor | None = None) -> Tensor:
+        """x (B, T, h, w, D); angles (h * w, head_dim) or its `rotation` (complex); computed when None."""
         b, t, h, w, _ = x.shape
         qkv = self.to_qkv(x)
-        q, k, v = rearrange(qkv, "b t h w (three n d) -> three (b t) n (h w) d", three=3, n=self.heads)
+        qkv = rearrange(qkv, "b t h w (three n d) -> three (b t) n (h w) d", three=3, n=self.heads)
         if angles is None:
             angles = rearrange(self.rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
-        q, k = apply_rotary(angles, q), apply_rotary(angles, k)
-        out = F.scaled_dot_product_attention(q, k, v)
+        q, k = apply_rotary(angles, qkv[:2])  # queries and keys rotated together
+        out = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.to_out(rearrange(out, "(b t) n (h w) d -> b t h w (n d)", b=b, h=h))
 
 
 class TemporalAxialAttention(nn.Module):
     """Causal attention along time for each token position, 1-D rotary over all head channels.
 
-    forward(x, past) with past = (keys, values) of P earlier frames: x holds the frames at positions
-    P..P+T-1; returns (output, (keys, values) of x alone).
+    forward(x, past) with past = (keys, values) of P earlier frames (or a KVWindow of them): x holds the
+    frames at positions P..P+T-1; returns (output, (keys, values) of x alone). With kv_only the output
+    is None (only the keys / values are computed).
     """
 
     def __init__(
@@ -147,20 +172,35 @@ class TemporalAxialAttention(nn.Module):
         self.rotary_emb = rotary_emb
 
     def forward(
-        self, x: Tensor, past: KV | None = None, angles: Tensor | tuple[Tensor, Tensor] | None = None
-    ) -> tuple[Tensor, KV]:
-        """x (B, T, h, w, D); angles (T, head_dim) (or its (cos, sin)) for positions P..P+T-1."""
+        self,
+        x: Tensor,
+        past: KV | KVWindow | None = None,
+        angles: Tensor | None = None,
+        kv_only: bool = False,
+    ) -> tuple[Tensor | None, KV]:
+        """x (B, T, h, w, D); angles (T, head_dim) or its `rotation` (complex) for positions P..P+T-1."""
         b, t, h, w, _ = x.shape
         qkv = self.to_qkv(x)
-        q, k, v = rearrange(qkv, "b t h w (three n d) -> three (b h w) n t d", three=3, n=self.heads)
-        p = 0 if past is None else past[0].shape[-2]
+        qkv = rearrange(qkv, "b t h w (three n d) -> three (b h w) n t d", three=3, n=self.heads)
+        p = 0 if past is None else past_length(past)
         if angles is None:
             angles = self.rotary_emb.angles(torch.arange(p, p + t, device=x.device))
-        q, k = apply_rotary(angles, q), apply_rotary(angles, k)
+        q, k = apply_rotary(angles, qkv[:2])  # queries and keys rotated together
+        v = qkv[2]
+        if kv_only:
+            return None, (k, v)
         if past is None:
             out = F.scaled_dot_product_attention(q, k, v, is_causal=self.is_causal)
         else:
-            k_all, v_all = torch.cat((past[0], k), dim=-2), torch.cat((past[1], v), dim=-2)
+            if isinstance(past, KVWindow) and p + t <= past.keys.shape[-2]:  # write into the free slots
+                past.keys[..., p : p + t, :].copy_(k)
+                past.values[..., p : p + t, :].copy_(v)
+                k_all, v_all = past.keys[..., : p + t, :], past.values[..., : p + t, :]
+            else:
+                k_all, v_all = (
+                    torch.cat((past[0][..., :p, :], k), dim=-2),
+                    torch.cat((past[1][..., :p, :], v), -2),
+                )
             mask = None
             if self.is_causal and t > 1:
                 key_pos = torch.arange(p + t, device=x.device)
@@ -195,24 +235,35 @@ class SpatioTemporalDiTBlock(nn.Module):
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
     def modulations(self, c: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """c (B, T, D) -> the spatial and the temporal half's (shift, scale, gate) x 2, each (B, T, D)."""
-        return self.s_adaLN_modulation(c).chunk(6, dim=-1), self.t_adaLN_modulation(c).chunk(6, dim=-1)
+        """c (B, T, D) -> the spatial and the temporal half's (shift, 1 + scale, gate) x 2, each
+        (B, T, 1, 1, D)."""
+        return adaln(self.s_adaLN_modulation, c, 6), adaln(self.t_adaLN_modulation, c, 6)
 
     def forward(
-        self, x: Tensor, c: Tensor | None, past: KV | None = None, s_angles=None, t_angles=None, mods=None
-    ) -> tuple[Tensor, KV]:
+        self,
+        x: Tensor,
+        c: Tensor | None,
+        past: KV | KVWindow | None = None,
+        s_angles=None,
+        t_angles=None,
+        mods=None,
+        kv_only: bool = False,
+    ) -> tuple[Tensor | None, KV]:
         """x (B, T, h, w, D), c (B, T, D) -> (x, temporal (keys, values) of these frames).
 
         past: cached temporal (keys, values) of earlier frames; s_angles / t_angles: rotary tables
-        (computed by the attention modules when None); mods: `modulations(c)` precomputed (c unused)."""
+        (computed by the attention modules when None); mods: `modulations(c)` precomputed (c unused);
+        kv_only: stop once the temporal keys / values are known (x is returned as None)."""
         s_mods, t_mods = self.modulations(c) if mods is None else mods
         sh1, sc1, g1, sh2, sc2, g2 = s_mods
-        x = x + gate(self.s_attn(modulate(self.s_norm1(x), sh1, sc1), s_angles), g1)
-        x = x + gate(self.s_mlp(modulate(self.s_norm2(x), sh2, sc2)), g2)
+        x = gated_residual(x, self.s_attn(modulate(self.s_norm1(x), sh1, sc1), s_angles), g1)
+        x = gated_residual(x, self.s_mlp(modulate(self.s_norm2(x), sh2, sc2)), g2)
         sh1, sc1, g1, sh2, sc2, g2 = t_mods
-        attn, kv = self.t_attn(modulate(self.t_norm1(x), sh1, sc1), past, t_angles)
-        x = x + gate(attn, g1)
-        x = x + gate(self.t_mlp(modulate(self.t_norm2(x), sh2, sc2)), g2)
+        attn, kv = self.t_attn(modulate(self.t_norm1(x), sh1, sc1), past, t_angles, kv_only)
+        if kv_only:
+            return None, kv
+        x = gated_residual(x, attn, g1)
+        x = gated_residual(x, self.t_mlp(modulate(self.t_norm2(x), sh2, sc2)), g2)
         return x, kv
 
 
@@ -224,8 +275,8 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor | None, mod: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1) if mod is None else mod
-        return self.linear(modulate(self.norm_final(x), shift, scale))
+        shift, factor = adaln(self.adaLN_modulation, c, 2) if mod is None else mod
+        return self.linear(modulate(self.norm_final(x), shift, factor))
 
 
 class DiT(nn.Module):
@@ -284,22 +335,20 @@ class DiT(nn.Module):
             c = c + self.external_cond(external_cond.to(c.dtype))
         return c
 
-    def _angles(
-        self, past: list[KV] | None, frames: int
-    ) -> tuple[tuple[Tensor, Tensor], tuple[Tensor, Tensor]]:
-        """(cos, sin) rotary tables: spatial (h * w, r) and temporal (frames, r) after len(past) frames."""
+    def _angles(self, past: list[KV] | list[KVWindow] | None, frames: int) -> tuple[Tensor, Tensor]:
+        """Complex rotary tables: spatial (h * w, r / 2) and temporal (frames, r / 2) after the past."""
         h, w = self.x_embedder.grid_size
         s_angles = rearrange(self.spatial_rotary_emb.axial_angles(h, w), "h w r -> (h w) r")
-        p = 0 if past is None else past[0][0].shape[-2]
+        p = 0 if past is None else past_length(past[0])
         t_angles = self.temporal_rotary_emb.angles(torch.arange(p, p + frames, device=s_angles.device))
-        return (s_angles.cos(), s_angles.sin()), (t_angles.cos(), t_angles.sin())
+        return rotation(s_angles), rotation(t_angles)
 
     def _run(
         self,
         x: Tensor,
         t: Tensor,
         external_cond: Tensor | None,
-        past: list[KV] | None,
+        past: list[KV] | list[KVWindow] | None,
         prepared: PreparedStep | None = None,
         output: bool = True,
     ):
@@ -315,9 +364,10 @@ class DiT(nn.Module):
         kvs = []
         for i, block in enumerate(self.blocks):
             p_i = None if past is None else past[i]
-            tokens, kv = block(tokens, c, p_i, s_angles, t_angles, block_mods[i])
+            kv_only = not output and i == len(self.blocks) - 1  # context_kv: the last block's keys suffice
+            tokens, kv = block(tokens, c, p_i, s_angles, t_angles, block_mods[i], kv_only)
             kvs.append(kv)
-        if not output:  # context_kv: only the keys / values are needed
+        if not output:
             return None, kvs
         out = self.final_layer(tokens, c, final_mod)  # (B, T, h, w, p * p * C)
         p = self.patch_size
@@ -328,11 +378,23 @@ class DiT(nn.Module):
         """x (B, T, C, H, W), t (B, T) long, external_cond (B, T, A) -> v (B, T, C, H, W)."""
         return self._run(x, t, external_cond, None)[0]
 
-    def context_kv(self, x: Tensor, t: Tensor, external_cond: Tensor | None = None) -> list[KV]:
-        """Run the context frames once; per block the temporal (keys, values), each (B*h*w, heads, T, d)."""
-        return self._run(x, t, external_cond, None, output=False)[1]
+    def context_kv(
+        self, x: Tensor, t: Tensor, external_cond: Tensor | None = None, spare: int = 0
+    ) -> list[KVWindow]:
+        """Run the context frames x (B, T, C, H, W) once; per block a KVWindow of their temporal keys /
+        values, (B*h*w, heads, T + spare, d) with `spare` free slots for the frames sampled after them."""
+        windows = []
+        for k, v in self._run(x, t, external_cond, None, output=False)[1]:
+            n, heads, length, d = k.shape
+            keys, values = k.new_empty(n, heads, length + spare, d), v.new_empty(n, heads, length + spare, d)
+            keys[..., :length, :].copy_(k)
+            values[..., :length, :].copy_(v)
+            windows.append(KVWindow(keys, values, length))
+        return windows
 
-    def prepare_steps(self, t: Tensor, external_cond: Tensor | None, past: list[KV]) -> list[PreparedStep]:
+    def prepare_steps(
+        self, t: Tensor, external_cond: Tensor | None, past: list[KV] | list[KVWindow]
+    ) -> list[PreparedStep]:
         """What every sampling step of one new frame after `past` shares, computed once.
 
         t (B, S) the new frame's noise level at each of S steps; external_cond (B, 1, A) its condition.
@@ -342,7 +404,7 @@ class DiT(nn.Module):
         cond = None if external_cond is None else external_cond.expand(b, steps, -1)
         c = self.condition(t, cond)  # (B, S, D)
         per_block = [block.modulations(c) for block in self.blocks]
-        final = self.final_layer.adaLN_modulation(c).chunk(2, dim=-1)
+        final = adaln(self.final_layer.adaLN_modulation, c, 2)
         s_angles, t_angles = self._angles(past, 1)
         at = lambda mods, i: tuple(m[:, i : i + 1] for m in mods)  # noqa: E731
         return [
@@ -355,7 +417,7 @@ class DiT(nn.Module):
         x: Tensor,
         t: Tensor,
         external_cond: Tensor | None,
-        past: list[KV],
+        past: list[KV] | list[KVWindow],
         prepared: PreparedStep | None = None,
     ) -> Tensor:
         """v for frames that follow the cached context: x (B, T_new, C, H, W) -> (B, T_new, C, H, W).

@@ -89,11 +89,15 @@ def test_cached_context_equals_full_window():
     x, t, a = torch.randn(2, 6, 4, 4, 6), torch.randint(0, 1000, (2, 6)), torch.randn(2, 6, 5)
     with torch.no_grad():
         full = dit(x, t, a)
-        past = dit.context_kv(x[:, :4], t[:, :4], a[:, :4])
-        one = dit.forward_cached(x[:, 4:5], t[:, 4:5], a[:, 4:5], past)
-        two = dit.forward_cached(x[:, 4:], t[:, 4:], a[:, 4:], past)  # several new frames: causal mask
-    torch.testing.assert_close(one, full[:, 4:5], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(two, full[:, 4:], atol=1e-5, rtol=1e-5)
+        for spare in (0, 1, 2):  # no free slot (keys concatenated), room for one / both new frames
+            past = dit.context_kv(x[:, :4], t[:, :4], a[:, :4], spare=spare)
+            assert past[0].keys.shape[-2] == 4 + spare and past[0].length == 4
+            one = dit.forward_cached(x[:, 4:5], t[:, 4:5], a[:, 4:5], past)
+            two = dit.forward_cached(x[:, 4:], t[:, 4:], a[:, 4:], past)  # several new frames: causal mask
+            again = dit.forward_cached(x[:, 4:5], t[:, 4:5], a[:, 4:5], past)  # slots are overwritten
+            torch.testing.assert_close(one, full[:, 4:5], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(two, full[:, 4:], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(again, one, atol=0, rtol=0)
 
 
 def test_cached_sampler_equals_uncached():

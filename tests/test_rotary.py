@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary, rotary_freqs
+from common.nn.rotary import RotaryEmbedding, apply_rotary, rotary_freqs, rotation
 
 
 def test_frequencies_match_open_oasis_definitions():
@@ -63,5 +63,9 @@ def test_partial_rotation_passes_the_tail_through():
     assert not torch.allclose(out[1:, :4], x[1:, :4])
     cs = rope.angles(torch.arange(6.0))
     torch.testing.assert_close(apply_rotary((cs.cos(), cs.sin()), x), apply_rotary(cs, x))
+    torch.testing.assert_close(apply_rotary(rotation(cs[:, :4]), x), out)  # complex form, partial
+    torch.testing.assert_close(apply_rotary(rotation(cs), x), apply_rotary(cs, x))
+    strided = torch.randn(6, 2, 10).transpose(0, 1)  # a non-contiguous view, as attention passes q and k
+    torch.testing.assert_close(apply_rotary(rotation(cs), strided), apply_rotary(cs, strided))
     with pytest.raises(ValueError, match="rotary table has 12 channels"):
         apply_rotary(torch.zeros(6, 12), x)

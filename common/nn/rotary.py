@@ -14,7 +14,8 @@ API (small on purpose; Genie may reuse it):
     rope.rotate(x, offset=0)        # x (..., T, d>=dim), positions offset..offset+T-1 along dim -2
     rope.axial_angles(h, w)         # (h, w, 2*dim) for a grid (pixel or lang positions)
     apply_rotary(angles, x)         # rotate x (..., d) by angles (..., r<=d), broadcast;
-                                    # angles may be a precomputed (cos, sin) pair
+                                    # angles may be a precomputed (cos, sin) pair or rotation(angles)
+    rotation(angles)                # complex (..., r / 2) e^(i angle): the fastest form to apply
 
 `freqs` is an nn.Parameter (not trained: requires_grad=False) so that state-dict keys match open-oasis.
 """
@@ -34,11 +35,32 @@ def rotate_half(x: Tensor) -> Tensor:
     return torch.stack((-b, a), dim=-1).flatten(-2)
 
 
+def rotation(angles: Tensor) -> Tensor:
+    """angles (..., r) (each frequency repeated for its channel pair) -> complex (..., r / 2): e^(i angle)."""
+    half = angles[..., ::2].float()
+    return torch.polar(torch.ones_like(half), half)
+
+
+def _as_complex(x: Tensor) -> Tensor:
+    """Real (..., 2n) -> complex view (..., n) of its interleaved pairs (copied only when the layout needs it)."""
+    x = x.float()
+    if x.stride(-1) != 1 or x.storage_offset() % 2 or any(s % 2 for s in x.stride()[:-1]):
+        x = x.contiguous()
+    return torch.view_as_complex(x.unflatten(-1, (-1, 2)))
+
+
 def apply_rotary(angles: Tensor | tuple[Tensor, Tensor], x: Tensor) -> Tensor:
     """Rotate the first r channels of x (..., d) by `angles` (..., r), broadcast over leading dims.
 
-    `angles` may also be the pair (angles.cos(), angles.sin()) precomputed once for many calls.
+    `angles` may also be precomputed once for many calls: the pair (angles.cos(), angles.sin()), or
+    `rotation(angles)` (complex (..., r / 2); each channel pair is multiplied as one complex number).
     """
+    if isinstance(angles, Tensor) and angles.is_complex():
+        r = 2 * angles.shape[-1]
+        if r > x.shape[-1]:
+            raise ValueError(f"rotary table has {r} channels but features have only {x.shape[-1]}")
+        head = torch.view_as_real(_as_complex(x[..., :r]) * angles).flatten(-2).type(x.dtype)
+        return head if r == x.shape[-1] else torch.cat((head, x[..., r:]), dim=-1)
     cos, sin = (angles.cos(), angles.sin()) if isinstance(angles, Tensor) else angles
     r = cos.shape[-1]
     if r > x.shape[-1]:

@@ -1,8 +1,8 @@
 """Benchmarks: `python -m common.bench {play,train,data} [--experiments a,b] --out FILE.json`.
 
-- play: ms/frame and frames/s of each experiment's world model (batch 1), cached vs uncached where the
-  family exposes `use_cache`, from randomly initialised models built from the experiment configs
-  (Hydra compose API; no checkpoint, no data). JSON: [{"family", "experiment", "cached", "ms_per_frame", "fps"}].
+- play: ms/frame (median frame) and frames/s of each experiment's world model (batch 1), cached vs
+  uncached where the family exposes `use_cache` (taking turns over rounds), from randomly initialised
+  models built from the experiment configs (Hydra compose API; no checkpoint, no data). JSON: [{"family", "experiment", "cached", "ms_per_frame", "fps"}].
 - train: steps/s and samples/s of every stage on a synthetic batch of the experiment's shape (a real
   Lightning Trainer, so optimizers, schedules and clipping are the stage's own), the FLOPs of one step
   (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a float32 matmul peak measured in
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterable
@@ -100,8 +101,9 @@ def count_params(module: torch.nn.Module) -> int:
 @torch.inference_mode()
 def time_world_model(
     world_model, frames: int = 10, warmup: int = 2, context: int = 16, seed: int = 0
-) -> float:
-    """ms per generated frame at batch 1, after `warmup` frames, from `context` random context frames."""
+) -> list[float]:
+    """ms of each of `frames` generated frames at batch 1, after `warmup` frames, from `context` random
+    context frames."""
     g = torch.Generator().manual_seed(seed)
     t = max(context, world_model.context_length)
     video = torch.randint(0, 256, (1, t, *world_model.frame_shape), generator=g, dtype=torch.uint8)
@@ -110,29 +112,51 @@ def time_world_model(
     step = lambda: world_model.step(torch.randint(0, world_model.num_actions, (1,), generator=g))
     for _ in range(warmup):
         step()
-    start = time.perf_counter()
+    times = []
     for _ in range(frames):
+        start = time.perf_counter()
         step()
-    return 1000.0 * (time.perf_counter() - start) / frames
+        times.append(1000.0 * (time.perf_counter() - start))
+    return times
 
 
 def play_rows(
-    family: str, experiment: str, world_model, frames: int = 10, warmup: int = 2, context: int = 16
+    family: str,
+    experiment: str,
+    world_model,
+    frames: int = 10,
+    warmup: int = 2,
+    context: int = 16,
+    rounds: int = 3,
 ) -> list[dict]:
-    """Rows for one world model: cached and uncached when it has `use_cache`, else one uncached row."""
+    """Rows for one world model: cached and uncached when it has `use_cache`, else one uncached row.
+
+    The settings take turns over `rounds` rounds of `frames` frames each (so that a machine whose speed
+    drifts affects both alike), and each row reports the median frame time.
+    """
     settings = [True, False] if hasattr(world_model, "use_cache") else [False]
+    times: dict[bool, list[float]] = {cached: [] for cached in settings}
+    for _ in range(rounds):
+        for cached in settings:
+            if hasattr(world_model, "use_cache"):
+                world_model.use_cache = cached
+            times[cached] += time_world_model(world_model, frames, warmup, context)
     rows = []
     for cached in settings:
-        if hasattr(world_model, "use_cache"):
-            world_model.use_cache = cached
-        ms = time_world_model(world_model, frames, warmup, context)
+        ms = statistics.median(times[cached])
         rows.append({"family": family, "experiment": experiment, "cached": cached, "ms_per_frame": ms,
                      "fps": 1000.0 / ms})  # fmt: skip
     return rows
 
 
 def bench_play(
-    experiments: list[str], frames: int, warmup: int, context: int, overrides=(), log: Callable = print
+    experiments: list[str],
+    frames: int,
+    warmup: int,
+    context: int,
+    overrides=(),
+    log: Callable = print,
+    rounds: int = 3,
 ) -> list[dict]:
     rows = []
     for name in experiments:
@@ -143,7 +167,7 @@ def bench_play(
         world_model = final.world_model()
         n = sum(count_params(m) for m in modules.values())
         log(f"{name}: {final.family}, {n / 1e6:.1f}M parameters (all stages), context {context} frames")
-        new = play_rows(final.family, name, world_model, frames, warmup, context)
+        new = play_rows(final.family, name, world_model, frames, warmup, context, rounds)
         for row in new:
             log(f"  cached={row['cached']}: {row['ms_per_frame']:.1f} ms/frame, {row['fps']:.2f} frames/s")
         rows += new
@@ -318,7 +342,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.add_argument("--experiments", default=None, help="comma-separated (default: every conf/experiment)")
         p.add_argument("--out", default=None, help="write the rows as JSON here")
         p.add_argument("--threads", type=int, default=2)
-    play.add_argument("--frames", type=int, default=10, help="timed frames per setting")
+    play.add_argument("--frames", type=int, default=10, help="timed frames per setting and round")
+    play.add_argument("--rounds", type=int, default=3, help="rounds in which cached and uncached take turns")
     play.add_argument("--warmup", type=int, default=2)
     play.add_argument("--context", type=int, default=16, help="context frames given to reset()")
     train.add_argument("--steps", type=int, default=3, help="timed optimizer steps per stage")
@@ -346,7 +371,9 @@ def main(argv: list[str] | None = None) -> int:
     experiments = args.experiments.split(",") if args.experiments else experiment_names()
     try:
         if args.command == "play":
-            rows = bench_play(experiments, args.frames, args.warmup, args.context, args.override)
+            rows = bench_play(
+                experiments, args.frames, args.warmup, args.context, args.override, rounds=args.rounds
+            )
         else:
             rows = bench_train(experiments, args.steps, args.warmup, args.override)
     except (ValueError, FileNotFoundError) as e:

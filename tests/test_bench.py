@@ -17,6 +17,14 @@ from tests.test_play_fakes import FakeWorldModel
 class CachedFake(FakeWorldModel):
     use_cache = True
 
+    def __init__(self):
+        super().__init__()
+        self.stepped_with: list[bool] = []  # use_cache at every step
+
+    def step(self, actions):
+        self.stepped_with.append(self.use_cache)
+        return super().step(actions)
+
 
 def check_play_row(row, family, experiment):
     assert tuple(row) == bench.PLAY_KEYS
@@ -25,8 +33,10 @@ def check_play_row(row, family, experiment):
 
 
 def test_play_rows_cached_and_uncached():
-    rows = bench.play_rows("fake", "fake_tiny", CachedFake(), frames=2, warmup=1, context=6)
+    fake = CachedFake()
+    rows = bench.play_rows("fake", "fake_tiny", fake, frames=2, warmup=1, context=6, rounds=2)
     assert [r["cached"] for r in rows] == [True, False]
+    assert fake.stepped_with == [True] * 3 + [False] * 3 + [True] * 3 + [False] * 3  # turns: warm-up + 2
     for r in rows:
         check_play_row(r, "fake", "fake_tiny")
     rows = bench.play_rows("fake", "fake_tiny", FakeWorldModel(), frames=2, warmup=0, context=2)

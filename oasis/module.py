@@ -94,11 +94,20 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.log_dict({"train/loss": loss, "train/recon_mse": rec, "train/kl": kl}, prog_bar=True)
         return loss
 
+    def _reconstruct_frames(self, frames: Tensor) -> Tensor:
+        """uint8 (N, H, W, C) -> uint8 (N, H, W, C) through the posterior means."""
+        return to_uint8(self.vae.decode(self.vae.encode(to_signed(frames)).mode()))
+
+    @torch.no_grad()
+    def reconstruct(self, frames: Tensor) -> Tensor:
+        """uint8 (B, T, H, W, C) -> its reconstruction, uint8 (B, T, H, W, C) (the eval sample videos)."""
+        b = frames.shape[0]
+        recon = self._reconstruct_frames(rearrange(frames, "b t h w c -> (b t) h w c"))
+        return rearrange(recon, "(b t) h w c -> b t h w c", b=b)
+
     def _eval(self, batch: dict, split: str) -> None:
         frames = self._frames(batch, train=False)
-        post = self.vae.encode(to_signed(frames))
-        recon = to_uint8(self.vae.decode(post.mode()))
-        self.set_psnr.add(f"{split}/psnr_recon", mse(recon, frames))
+        self.set_psnr.add(f"{split}/psnr_recon", mse(self._reconstruct_frames(frames), frames))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, "val")

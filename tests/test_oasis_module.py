@@ -66,6 +66,15 @@ def test_stages_write_family_metadata_and_metrics(ckpts):
         assert key in metrics
 
 
+def test_vae_reconstructs_clips_as_its_metric_does(ckpts):
+    _, vae, _, _ = ckpts
+    frames = Clips(n=2, t=3)[0]["frames"][None].expand(2, -1, -1, -1, -1)  # (2, 3, 32, 32, 3)
+    recon = vae.reconstruct(frames)
+    assert recon.shape == frames.shape and recon.dtype == torch.uint8
+    one = vae._reconstruct_frames(frames[:, 1])  # frame by frame (batched float maths may round apart)
+    assert (recon[:, 1].int() - one.int()).abs().max() <= 1
+
+
 def test_dit_checkpoint_is_self_contained(ckpts):
     root, vae, dit, _ = ckpts
     loaded = OasisDiTModule.load_from_checkpoint(root / "dit.ckpt", weights_only=True)

@@ -239,7 +239,10 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             c = self.trainer.strategy.reduce(c, reduce_op="sum") if self.trainer.world_size > 1 else c
             tp, npred, nact = c.tolist()
             f1 = 1.0 if npred + nact == 0 else 2 * tp / (npred + nact)
-            self.log(f"{prefix}/{'reward' if key == 'rew' else 'end'}_f1", f1)
+            name = "reward" if key == "rew" else "end"
+            self.log(f"{prefix}/{name}_f1", f1)
+            self.log(f"{prefix}/{name}_events", nact)  # nonzero rewards / terminations in the split's clips
+            self.log(f"{prefix}/{name}_predicted", npred)  # how many the model predicted (the F1's context)
         self._f1_counts = {}
 
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:

@@ -252,8 +252,14 @@ def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):
         val_dataloaders=loader(synthetic_batches(1, 1)),
     )
     assert "train/loss" in trainer.callback_metrics
-    trainer.test(module, dataloaders=loader(synthetic_batches(2, seed=2)), verbose=False)
+    test_batches = synthetic_batches(2, seed=2)
+    trainer.test(module, dataloaders=loader(test_batches), verbose=False)
     metrics = trainer.callback_metrics
+    with torch.no_grad():
+        targets = [module.losses(batch) for batch in test_batches]
+    assert float(metrics["test/end_events"]) == sum(float(o["target_end"].sum()) for o in targets) > 0
+    assert float(metrics["test/reward_events"]) == sum(float((o["target_rew"] != 1).sum()) for o in targets)
+    assert float(metrics["test/end_predicted"]) >= 0
     for key in ("test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k3", "test/rollout_copy_last_k3"):
         assert key in metrics, sorted(metrics)
     assert 0.0 <= float(metrics["test/reward_f1"]) <= 1.0 and 0.0 <= float(metrics["test/end_f1"]) <= 1.0

@@ -35,10 +35,13 @@ class DynamicsModel(nn.Module):
         self.head = nn.Linear(d_model, num_codes)
 
     def forward(
-        self, tokens: Tensor, prev_actions: Tensor, past: list[KV] | None = None
-    ) -> tuple[Tensor, list[KV]]:
-        """tokens (B, T, N), prev_actions (B, T) -> (logits (B, T, N, num_codes), keys/values of past + T frames)."""
+        self, tokens: Tensor, prev_actions: Tensor, past: list[KV] | None = None, logits: bool = True
+    ) -> tuple[Tensor | None, list[KV]]:
+        """tokens (B, T, N), prev_actions (B, T) -> (logits (B, T, N, num_codes), keys/values of past + T frames).
+
+        logits=False skips the output head (None instead of logits): generation needs only the context's
+        keys/values, and the head is the largest matmul of a frame."""
         has_action = (prev_actions >= 0)[..., None, None]
         act = self.action_embed(prev_actions.clamp_min(0))[:, :, None] * has_action
         h, kv = self.transformer(self.token_embed(tokens) + act, past)
-        return self.head(h), kv
+        return (self.head(h) if logits else None), kv

@@ -84,7 +84,7 @@ class GenieWorldModel:
         b, _, n = self.tokens.shape
         if self.use_cache:
             if self.dyn_kv is None:
-                self.dyn_kv = self.dynamics(self.tokens, self.prev_actions)[1]
+                self.dyn_kv = self.dynamics(self.tokens, self.prev_actions, logits=False)[1]
             logits_fn = lambda t: self.dynamics(t[:, None], act, past=self.dyn_kv)[0][:, 0]
         else:
             tokens, prev = self.tokens, torch.cat([self.prev_actions, act], 1)
@@ -100,7 +100,8 @@ class GenieWorldModel:
             self.device,
         )[:, None]  # (B, 1, N)
         if self.use_cache:
-            self.dyn_kv = self.dynamics(new, act, past=self.dyn_kv)[1]
+            slides_next = self.tokens.shape[1] + 1 >= self.max_frames  # the next step drops every cache
+            self.dyn_kv = None if slides_next else self.dynamics(new, act, past=self.dyn_kv, logits=False)[1]
             if self.dec_kv is None:
                 self.dec_kv = self.tokenizer.decode_tokens(self.tokens)[1]
             frame, self.dec_kv = self.tokenizer.decode_tokens(new, past=self.dec_kv)

@@ -159,7 +159,10 @@ def make_callbacks(cfg: DictConfig, stage: str, run_dir: Path) -> list:
         if not isinstance(ccfg, DictConfig) or "_target_" not in ccfg:
             continue
         if key == "checkpoint":
-            callbacks.append(hydra.utils.instantiate(ccfg, dirpath=str(checkpoint_dir(run_dir, stage))))
+            # a fast_dev_run is never resumed: its last.ckpt needs no optimizer state (GBs at paper scale)
+            weights_only = {"save_weights_only": True} if cfg.trainer.get("fast_dev_run") else {}
+            dirpath = str(checkpoint_dir(run_dir, stage))
+            callbacks.append(hydra.utils.instantiate(ccfg, dirpath=dirpath, **weights_only))
         else:
             callbacks.append(hydra.utils.instantiate(ccfg))
     return callbacks
@@ -208,8 +211,8 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
             check_family(resume, module.family, stage)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
-        # full state (resumable); also under fast_dev_run, so the next stage finds it
-        trainer.save_checkpoint(last, weights_only=False)
+        if not last_is_current(trainer, last):  # full state (resumable), for the next stage to find
+            trainer.save_checkpoint(last, weights_only=False)
         for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
             optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)
         module.zero_grad(set_to_none=True)
@@ -220,6 +223,20 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         if trainer.is_global_zero:
             write_metrics(run_dir, metrics)
     return metrics
+
+
+def last_is_current(trainer: L.Trainer, path: Path) -> bool:
+    """Whether ModelCheckpoint already wrote `path` at the trainer's final step (Lightning saves last.ckpt
+    when training ends, fast_dev_run included): a paper-scale checkpoint takes tens of seconds to write.
+    It must be resumable (optimizer state), except under fast_dev_run, which is never resumed."""
+    callback = trainer.checkpoint_callback
+    if callback is None or not callback.last_model_path or not path.is_file():
+        return False
+    if Path(callback.last_model_path).resolve() != path.resolve():
+        return False
+    saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)  # reads no tensor data
+    resumable = "optimizer_states" in saved or bool(trainer.fast_dev_run)
+    return saved.get("global_step") == trainer.global_step and resumable
 
 
 def load_for_eval(cfg: DictConfig, stage: str, ckpt_path: str | None) -> L.LightningModule:

@@ -105,3 +105,27 @@ def test_bad_stage_and_config_typo(fake, tmp_path):
 def test_no_model_chosen(tmp_path):
     out = run_train(["logger=csv"], tmp_path)
     assert out.returncode == 2 and "pass experiment=<name>" in out.stderr
+
+
+def test_last_checkpoint_written_by_lightning_is_not_written_again(tmp_path):
+    """ModelCheckpoint(save_last=True) writes last.ckpt when training ends (fast_dev_run too); run_stage
+    then skips its own save, which for a paper-scale stage costs tens of seconds."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.demos.boring_classes import BoringModel
+
+    from common.stages import last_is_current
+
+    for fast_dev_run in (False, True):
+        folder = tmp_path / f"fast{int(fast_dev_run)}"
+        checkpoint = ModelCheckpoint(dirpath=folder, save_last=True, every_n_train_steps=1000)
+        trainer = L.Trainer(max_steps=2, fast_dev_run=fast_dev_run, callbacks=[checkpoint], logger=False,
+                            enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        trainer.fit(BoringModel())
+        last = folder / "last.ckpt"
+        assert last_is_current(trainer, last)
+        assert not last_is_current(trainer, folder / "other.ckpt")
+        torch.save({"global_step": trainer.global_step - 1, "optimizer_states": []}, last)  # stale
+        assert not last_is_current(trainer, last)
+        torch.save({"global_step": trainer.global_step}, last)  # weights only: enough for fast_dev_run
+        assert last_is_current(trainer, last) == fast_dev_run

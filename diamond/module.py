@@ -113,6 +113,8 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             rew_attn_depths,
         )
         self._f1_counts: dict[str, Tensor] = {}
+        # NHWC convolutions: on this CPU a tiny training step is ~25% faster and a generated frame ~17%
+        self.to(memory_format=torch.channels_last)
 
     # ----------------------------------------------------------------------------------------- inference
     def sampler(self) -> DiffusionSampler:

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary
+from common.nn.rotary import RotaryEmbedding, apply_rotary, rotation
 from oasis.init import init_vit_weights
 
 OASIS_SCALING_FACTOR = 0.07843137255
@@ -88,9 +88,9 @@ class Attention(nn.Module):
         self.register_buffer("rotary_angles", angles, persistent=False)  # (N, head_dim / 2)
 
     def forward(self, x: Tensor) -> Tensor:
-        q, k, v = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
-        q, k = apply_rotary(self.rotary_angles, q), apply_rotary(self.rotary_angles, k)
-        out = F.scaled_dot_product_attention(q, k, v)
+        qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)
+        q, k = apply_rotary(rotation(self.rotary_angles), qkv[:2])  # queries and keys rotated together
+        out = F.scaled_dot_product_attention(q, k, qkv[2])
         return self.proj(rearrange(out, "b h n d -> b n (h d)"))
 
 

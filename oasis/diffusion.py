@@ -132,15 +132,14 @@ class DiffusionForcing(nn.Module):
         x = x.to(dev).clamp(-self.noise_abs_max, self.noise_abs_max)
         t_ctx = torch.full((b, n), self.stabilization_level - 1, dtype=torch.long, device=dev)
         new_cond = None if cond is None else cond[:, None]
-        levels = self.ddim_levels().tolist()
-        order = list(reversed(range(1, self.ddim_steps + 1)))
-        t_steps = torch.tensor([levels[i] for i in order], device=dev).expand(b, -1)  # (B, S)
+        schedule = self.ddim_schedule()
+        t_steps = torch.tensor([level for level, _, _ in schedule], device=dev).expand(b, -1)  # (B, S)
         if use_cache:  # the context runs once; each step's conditioning is computed up front
             past = model.context_kv(context, t_ctx, context_cond, spare=1)  # the new frame's slot
             prepared = model.prepare_steps(t_steps, new_cond, past)
         else:
             full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
-        for j, (cx, cv) in enumerate(self.ddim_coefficients()):
+        for j, (_, cx, cv) in enumerate(schedule):
             t_now = t_steps[:, j : j + 1]
             if use_cache:
                 v = model.forward_cached(x, t_now, new_cond, past, prepared[j])
@@ -149,8 +148,9 @@ class DiffusionForcing(nn.Module):
             x = torch.add(x * cx, v, alpha=cv)
         return x[:, 0]
 
-    def ddim_coefficients(self) -> list[tuple[float, float]]:
-        """Per DDIM step, noisiest first: (cx, cv) with x_next = cx * x + cv * v (deterministic DDIM).
+    def ddim_schedule(self) -> list[tuple[int, float, float]]:
+        """Per DDIM step, noisiest first: (the step's noise level, cx, cv) with x_next = cx * x + cv * v
+        (deterministic DDIM).
 
         With a = alphas_cumprod at the step's level and a' at the next: x0 = sqrt(a) x - sqrt(1 - a) v and
         eps = sqrt(1 - a) x + sqrt(a) v, so x_next = sqrt(a') x0 + sqrt(1 - a') eps; the last step returns x0.
@@ -162,5 +162,5 @@ class DiffusionForcing(nn.Module):
             a_next = ac[levels[i - 1]] if i > 1 else 1.0  # the last step returns x0
             cx = math.sqrt(a_next * a) + math.sqrt((1 - a_next) * (1 - a))
             cv = math.sqrt((1 - a_next) * a) - math.sqrt(a_next * (1 - a))
-            out.append((cx, cv))
+            out.append((levels[i], cx, cv))
         return out

@@ -2,7 +2,9 @@
 
 Training (Chen et al. 2024, "Diffusion Forcing"): every frame of a clip gets its own noise level
 t ~ U{0, ..., timesteps - 1}; the causal DiT predicts v = sqrt(a) * eps - sqrt(1 - a) * x0 for all
-frames at once; the MSE is weighted by min-SNR, min(snr, snr_clip) / (snr + 1).
+frames at once; the MSE is weighted by min-SNR, min(snr, snr_clip) / (snr + 1), or (`fused_snr`, the DF
+video config) by the *fused* SNR, which also counts the signal the preceding frames carry: a noisy frame
+after clean ones is predictable from them, so it keeps a large weight where plain min-SNR gives ~0.
 
 Sampling (open-oasis generate.py): one new frame at a time. The new frame starts from N(0, 1) noise
 clamped to +-noise_abs_max; the context frames are clean latents labelled with noise level
@@ -54,6 +56,8 @@ class DiffusionForcing(nn.Module):
         ddim_steps: int = 10,
         stabilization_level: int = 15,
         noise_abs_max: float = 20.0,
+        fused_snr: bool = False,
+        cum_snr_decay: float = 0.96,
     ):
         super().__init__()
         if not 1 <= ddim_steps <= timesteps:
@@ -66,6 +70,8 @@ class DiffusionForcing(nn.Module):
         self.ddim_steps = ddim_steps
         self.stabilization_level = stabilization_level
         self.noise_abs_max = noise_abs_max
+        self.fused_snr = fused_snr
+        self.cum_snr_decay = cum_snr_decay
         alphas_cumprod = torch.cumprod(1.0 - sigmoid_beta_schedule(timesteps).float(), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
 
@@ -84,10 +90,26 @@ class DiffusionForcing(nn.Module):
         return a.sqrt() * noise - (1 - a).sqrt() * x0
 
     def loss_weight(self, t: Tensor) -> Tensor:
-        """min-SNR weight for v-prediction, (B, T)."""
+        """Loss weights (B, T) of v-prediction at noise levels t (B, T).
+
+        min-SNR: min(snr, c) / (snr + 1) with c = snr_clip. Fused SNR (Diffusion Forcing's video config):
+        with n = min(snr, c) / c and r = snr / c per frame, a running signal level over the frames
+        before t, m_t = d m_{t-1} + (1 - d) n_{t-1} (m_1 = n_0, none before frame 0; d = cum_snr_decay),
+        replaces n by 1 - (1 - d m_t)(1 - n) and r by 1 - (1 - d m_t)(1 - r), then weighs
+        c n' / (c r' + 1). Without preceding signal (m = 0) this is min-SNR again.
+        """
         a = self.alphas_cumprod[t]
         snr = a / (1 - a)
-        return snr.clamp(max=self.snr_clip) / (snr + 1)
+        if not self.fused_snr:
+            return snr.clamp(max=self.snr_clip) / (snr + 1)
+        c, d = self.snr_clip, self.cum_snr_decay
+        n, r = snr.clamp(max=c) / c, snr / c
+        running, before = torch.zeros_like(n[:, 0]), [torch.zeros_like(n[:, 0])]
+        for j in range(n.shape[1] - 1):
+            running = n[:, 0] if j == 0 else d * running + (1 - d) * n[:, j]
+            before.append(running)
+        keep = 1 - d * torch.stack(before, dim=1)  # (B, T): the share of the frame's own noise left
+        return c * (1 - keep * (1 - n)) / (c * (1 - keep * (1 - r)) + 1)
 
     def loss(self, model: nn.Module, x0: Tensor, cond: Tensor | None, t: Tensor | None = None) -> Tensor:
         """Diffusion-forcing loss of `model` (a DiT) on clean latents x0 (B, T, C, H, W)."""

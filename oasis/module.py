@@ -141,6 +141,8 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         max_frames: int = 32,
         timesteps: int = 1000,
         snr_clip: float = 5.0,
+        fused_snr: bool = True,
+        cum_snr_decay: float = 0.96,
         clip_noise: float = 6.0,
         ddim_steps: int = 10,
         stabilization_level: int = 15,
@@ -179,7 +181,7 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             mlp_ratio=mlp_ratio, external_cond_dim=num_actions, max_frames=max_frames,
         )  # fmt: skip
         self.diffusion = DiffusionForcing(timesteps, snr_clip, clip_noise, ddim_steps, stabilization_level,
-                                          noise_abs_max)  # fmt: skip
+                                          noise_abs_max, fused_snr, cum_snr_decay)  # fmt: skip
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -88,3 +88,46 @@ def test_loss_falls_on_a_fixed_batch():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
+
+
+def test_min_snr_weights_without_fusion():
+    df = DiffusionForcing(snr_clip=5.0)
+    t = torch.tensor([[0, 250, 500, 999]])
+    a = df.alphas_cumprod[t]
+    snr = a / (1 - a)
+    torch.testing.assert_close(df.loss_weight(t), snr.clamp(max=5.0) / (snr + 1))
+
+
+def fused_reference(df: DiffusionForcing, t: torch.Tensor) -> torch.Tensor:
+    """Diffusion Forcing's fused-SNR v-prediction weights, frame by frame with Python floats."""
+    c, d = df.snr_clip, df.cum_snr_decay
+    out = torch.zeros(t.shape, dtype=torch.float64)
+    for b in range(t.shape[0]):
+        cum = 0.0
+        for j in range(t.shape[1]):
+            a = df.alphas_cumprod[t[b, j]].item()
+            snr = a / (1 - a)
+            n, r = min(snr, c) / c, snr / c
+            prev = 0.0 if j == 0 else cum  # the running level of frames 0..j-1
+            cum = n if j == 0 else d * cum + (1 - d) * n
+            fused_n, fused_r = 1 - (1 - d * prev) * (1 - n), 1 - (1 - d * prev) * (1 - r)
+            out[b, j] = c * fused_n / (c * fused_r + 1)
+    return out
+
+
+def test_fused_snr_weights_match_the_recurrence():
+    df = DiffusionForcing(fused_snr=True, cum_snr_decay=0.96)
+    t = df.sample_noise_levels(3, 7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(df.loss_weight(t).double(), fused_reference(df, t), atol=1e-5, rtol=1e-5)
+
+
+def test_fused_snr_keeps_weight_on_noisy_frames_after_clean_ones():
+    """min-SNR gives a pure-noise frame ~0 weight; after clean frames fusion gives it c(1-d) / (c(1-d) + 1)."""
+    plain, fused = DiffusionForcing(), DiffusionForcing(fused_snr=True, cum_snr_decay=0.96)
+    t = torch.tensor([[0, 0, 999]])
+    assert plain.loss_weight(t)[0, 2] < 1e-3
+    keep = 1 - 0.96  # clean frame 0 (n = 1) leaves this share of the noisy frame's own noise
+    expected = 5 * (1 - keep) / (5 * (1 - keep) + 1)
+    torch.testing.assert_close(fused.loss_weight(t)[0, 2].item(), expected, atol=2e-3, rtol=0)
+    # nothing precedes frame 0: its weight is min-SNR's
+    torch.testing.assert_close(fused.loss_weight(t)[:, 0], plain.loss_weight(t)[:, 0])

@@ -104,11 +104,10 @@ class DiffusionForcing(nn.Module):
             return snr.clamp(max=self.snr_clip) / (snr + 1)
         c, d = self.snr_clip, self.cum_snr_decay
         n, r = snr.clamp(max=c) / c, snr / c
-        running, before = torch.zeros_like(n[:, 0]), [torch.zeros_like(n[:, 0])]
-        for j in range(n.shape[1] - 1):
-            running = n[:, 0] if j == 0 else d * running + (1 - d) * n[:, j]
-            before.append(running)
-        keep = 1 - d * torch.stack(before, dim=1)  # (B, T): the share of the frame's own noise left
+        m = [torch.zeros_like(n[:, 0])]  # m_0: no frame before frame 0
+        for j in range(1, n.shape[1]):
+            m.append(n[:, 0] if j == 1 else d * m[-1] + (1 - d) * n[:, j - 1])
+        keep = 1 - d * torch.stack(m, dim=1)  # (B, T): the share of the frame's own noise left
         return c * (1 - keep * (1 - n)) / (c * (1 - keep * (1 - r)) + 1)
 
     def loss(self, model: nn.Module, x0: Tensor, cond: Tensor | None, t: Tensor | None = None) -> Tensor:

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 
 from common.checkpoint import FamilyCheckpoint, check_family
+from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors, derive_delta_psnr
 from common.metrics import mse, rollout_metrics
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
-from genie.delta_psnr import delta_psnr_errors
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
 from genie.maskgit import training_mask
@@ -249,18 +249,12 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         horizon = min(h.rollout_horizon, clips.shape[1] - h.context_frames)
         metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix, self.set_psnr)
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
-        inferred, random = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
-        self.set_psnr.add(f"{prefix}/delta_psnr_t{h.delta_t}/inferred", inferred)
-        self.set_psnr.add(f"{prefix}/delta_psnr_t{h.delta_t}/random", random)
+        errors = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
+        add_delta_psnr_errors(self.set_psnr, f"{prefix}/delta_psnr_t{h.delta_t}", errors)
 
     def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
         """ΔtPSNR = PSNR of the set generated with inferred latent actions - with random ones."""
-        out = {k: v for k, v in values.items() if not k.endswith(("/inferred", "/random"))}
-        for name in values:
-            if name.endswith("/inferred"):
-                base = name.removesuffix("/inferred")
-                out[base] = values[name] - values[f"{base}/random"]
-        return out
+        return derive_delta_psnr(values)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -15,6 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
+from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors, derive_delta_psnr
 from common.metrics import mse, rollout_metrics
 from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
@@ -122,7 +123,8 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
 class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     """Stage `dit`: diffusion forcing (independent noise level per frame, v-prediction, min-SNR
-    weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts."""
+    weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts and by
+    ΔtPSNR at t = `delta_t` (the recorded actions against random ones: does the DiT follow them?)."""
 
     family = "oasis"
     stage = "dit"
@@ -155,6 +157,7 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         val_horizon: int = 4,
         test_horizon: int = 64,
         log_horizons: tuple[int, ...] = (1, 4, 16, 64),
+        delta_t: int = 4,
     ):
         super().__init__()
         betas, log_horizons = (
@@ -229,7 +232,7 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             use_cache,
         )
 
-    def _eval(self, batch: dict, split: str, horizon: int) -> None:
+    def _eval(self, batch: dict, batch_idx: int, split: str, horizon: int) -> None:
         frames, actions = batch["frames"], batch["actions"]
         b, t = actions.shape
         ctx = min(self.hparams.context_frames, t - 1)
@@ -242,12 +245,20 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             self.world_model(), frames, actions, ctx, horizon, split, self.set_psnr, horizons
         )
         self.log_dict(metrics, **log)
+        if t >= self.hparams.delta_t:
+            gen = torch.Generator().manual_seed(batch_idx)
+            errors = delta_psnr_errors(self.world_model(), frames, actions, self.hparams.delta_t, gen)
+            add_delta_psnr_errors(self.set_psnr, f"{split}/delta_psnr_t{self.hparams.delta_t}", errors)
+
+    def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
+        """ΔtPSNR = PSNR of the set generated with the recorded actions - with random ones."""
+        return derive_delta_psnr(values)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval(batch, "val", self.hparams.val_horizon)
+        self._eval(batch, batch_idx, "val", self.hparams.val_horizon)
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._eval(batch, "test", self.hparams.test_horizon)
+        self._eval(batch, batch_idx, "test", self.hparams.test_horizon)
 
     def configure_optimizers(self):
         h = self.hparams

@@ -1,15 +1,11 @@
-"""Genie stages: tokenizer -> dynamics handoff, self-contained dynamics checkpoints, WorldModel, ΔtPSNR."""
-
-import math
+"""Genie stages: tokenizer -> dynamics handoff, self-contained dynamics checkpoints, WorldModel, test metrics."""
 
 import lightning as L
 import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from common.metrics import SetPSNR, mse, psnr_of_mse
 from common.world_model import Step, WorldModel, load_world_model
-from genie.delta_psnr import genie_delta_psnr
 from genie.module import GenieDynamicsModule, GenieTokenizerModule
 from genie.world_model import GenieWorldModel
 
@@ -133,45 +129,3 @@ def test_cached_equals_uncached(checkpoints):
         wm.reset(frames[:, :3])
         outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
     assert torch.equal(outputs[0], outputs[1])
-
-
-def test_delta_psnr_known_answer():
-    """Errors 0.1 (inferred) and 0.2 (random) per pixel: ΔtPSNR = 10·log10(0.04 / 0.01) = 6.02 dB."""
-    meter = SetPSNR()
-    meter.add("test/delta_psnr_t4/inferred", torch.full((5,), 0.01))
-    meter.add("test/delta_psnr_t4/random", torch.full((5,), 0.04))
-    meter.add("test/psnr_next", torch.full((5,), 0.01))
-    out = GenieDynamicsModule.derive_set_metrics(None, meter.compute())
-    assert set(out) == {"test/delta_psnr_t4", "test/psnr_next"}
-    assert out["test/delta_psnr_t4"] == pytest.approx(10 * math.log10(4.0), abs=1e-6)
-
-
-class OracleWorldModel:
-    """Returns the real frame while every action so far equals the inferred one, else the real frame + 40."""
-
-    num_actions = 1000
-
-    def __init__(self, frames, inferred):
-        self.frames, self.inferred = frames, inferred
-
-    def reset(self, frames, actions=None):
-        self.t, self.right = 0, torch.ones(frames.shape[0], dtype=torch.bool)
-
-    def step(self, actions):
-        self.right &= actions == self.inferred[:, self.t]
-        self.t += 1
-        real = self.frames[:, self.t]
-        wrong = (real.int() + 40).clamp(max=255).to(torch.uint8)
-        return Step(frames=torch.where(self.right[:, None, None, None], real, wrong))
-
-
-def test_genie_delta_psnr_oracle():
-    frames = torch.randint(0, 200, (3, 5, 8, 8, 3), dtype=torch.uint8)
-    inferred = torch.randint(1000, (3, 4))
-    wm = OracleWorldModel(frames, inferred)
-    got = genie_delta_psnr(wm, frames, inferred, t=4, generator=torch.Generator().manual_seed(0))
-    wrong = (frames[:, 3].int() + 40).clamp(max=255).to(torch.uint8)
-    expected = psnr_of_mse(torch.tensor(0.0)) - psnr_of_mse(mse(wrong, frames[:, 3]).mean())
-    torch.testing.assert_close(got, expected)
-    with pytest.raises(ValueError, match="needs clips of >= 6 frames"):
-        genie_delta_psnr(wm, frames, inferred, t=6)

@@ -62,8 +62,15 @@ def test_stages_write_family_metadata_and_metrics(ckpts):
             "family": "oasis",
             "stage": stage,
         }
-    for key in ("test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k5", "test/rollout_copy_last_k5"):
+    for key in (
+        "test/psnr_next",
+        "test/psnr_copy_last",
+        "test/rollout_psnr_k5",
+        "test/rollout_copy_last_k5",
+        "test/delta_psnr_t4",
+    ):
         assert key in metrics
+    assert not any(k.endswith(("/inferred", "/random")) for k in metrics), "ΔtPSNR's sets are not logged"
 
 
 def test_vae_reconstructs_clips_as_its_metric_does(ckpts):

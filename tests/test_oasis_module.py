@@ -139,7 +139,12 @@ def test_tiny_experiment_runs_fast_dev_run(data_dir, tmp_path):
 @pytest.mark.memory_heavy  # ~19 GB peak: `make test` runs it alone, after the parallel suite
 def test_full_experiment_runs_fast_dev_run(data_dir, tmp_path):
     """The paper-scale layout (DiT-S/2, 1024-wide ViT-VAE) for one batch of two short clips."""
-    overrides = ["experiment=oasis_crafter", "trainer.fast_dev_run=true", "model.dit.test_horizon=2"]
+    overrides = [
+        "experiment=oasis_crafter",
+        "trainer.fast_dev_run=true",
+        "model.dit.test_horizon=2",
+        "model.dit.delta_t=2",
+    ]
     overrides += tiny_data("crafter", data_dir, clip_length=4, batch_size=1) + ["data.eval_clip_length=6"]
     overrides += ["stage_overrides.vae.data.batch_size=1"]
     out = run_train(overrides, tmp_path, timeout=1800)

@@ -1,13 +1,15 @@
 """LightningModule mixin that logs set PSNRs (common.metrics.SetPSNR) at the end of each evaluation epoch.
 
 A module adds per-image MSEs to `self.set_psnr` in its validation/test steps; at the epoch's end the
-mixin sums them over ranks, logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`, which a
-family overrides for metrics built from several sets, e.g. Genie's ΔtPSNR) and empties the meter.
+mixin sums them over ranks, logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`, which
+turns every `{name}/inferred` + `{name}/random` pair of sets into its ΔtPSNR, common.delta_psnr) and
+empties the meter.
 List the mixin before `L.LightningModule`; a module that defines its own epoch-end hook calls super().
 """
 
 from __future__ import annotations
 
+from common.delta_psnr import derive_delta_psnr
 from common.metrics import SetPSNR
 
 
@@ -19,8 +21,8 @@ class SetPSNRLogging:
         return self.__dict__["_set_psnr"]
 
     def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
-        """Set PSNRs -> the metrics to log (identity by default)."""
-        return values
+        """Set PSNRs -> the metrics to log: ΔtPSNR pairs become their difference, the rest pass through."""
+        return derive_delta_psnr(values)
 
     def _log_set_psnr(self) -> None:
         reduce = None

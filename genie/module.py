@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors, derive_delta_psnr
+from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors
 from common.metrics import mse, rollout_metrics
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
@@ -251,10 +251,6 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
         errors = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
         add_delta_psnr_errors(self.set_psnr, f"{prefix}/delta_psnr_t{h.delta_t}", errors)
-
-    def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
-        """ΔtPSNR = PSNR of the set generated with inferred latent actions - with random ones."""
-        return derive_delta_psnr(values)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

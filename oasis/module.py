@@ -15,7 +15,7 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors, derive_delta_psnr
+from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors
 from common.metrics import mse, rollout_metrics
 from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
@@ -241,18 +241,13 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         x0 = self.latents(frames)
         self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
         horizons = set(self.hparams.log_horizons) | {horizon}
-        metrics, _ = rollout_metrics(
-            self.world_model(), frames, actions, ctx, horizon, split, self.set_psnr, horizons
-        )
+        wm = self.world_model()
+        metrics, _ = rollout_metrics(wm, frames, actions, ctx, horizon, split, self.set_psnr, horizons)
         self.log_dict(metrics, **log)
         if t >= self.hparams.delta_t:
             gen = torch.Generator().manual_seed(batch_idx)
-            errors = delta_psnr_errors(self.world_model(), frames, actions, self.hparams.delta_t, gen)
+            errors = delta_psnr_errors(wm, frames, actions, self.hparams.delta_t, gen)
             add_delta_psnr_errors(self.set_psnr, f"{split}/delta_psnr_t{self.hparams.delta_t}", errors)
-
-    def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
-        """ΔtPSNR = PSNR of the set generated with the recorded actions - with random ones."""
-        return derive_delta_psnr(values)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, batch_idx, "val", self.hparams.val_horizon)

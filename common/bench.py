@@ -271,13 +271,14 @@ def train_rows(experiment: str, cfg, run_dir: str | Path, steps: int, warmup: in
         scfg = stage_config(cfg, stage)
         d = scfg.data
         batch = synthetic_batch(int(d.batch_size), int(d.clip_length), int(d.frame_size), int(d.num_actions))
-        tk = {k: scfg.trainer[k] for k in ("gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
-              if scfg.trainer.get(k) is not None}  # fmt: skip
+        keys = ("precision", "gradient_clip_val", "gradient_clip_algorithm", "accumulate_grad_batches")
+        tk = {k: scfg.trainer[k] for k in keys if scfg.trainer.get(k) is not None}
         r = time_training(module, batch, steps, warmup, tk)
         achieved = r["flops_per_step"] * r["steps_per_s"]
         rows.append({
             "family": module.family, "experiment": experiment, "stage": stage,
-            "batch_size": int(d.batch_size), "clip_length": int(d.clip_length), "params": count_params(module),
+            "precision": str(tk.get("precision", "32-true")), "batch_size": int(d.batch_size),
+            "clip_length": int(d.clip_length), "params": count_params(module),
             **r, "flops_per_s": achieved, "peak_flops_per_s": peak, "fraction_of_peak": achieved / peak,
         })  # fmt: skip
     return rows

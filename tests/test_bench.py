@@ -53,7 +53,7 @@ def fake_family_cfg():
             },
             "data": {"batch_size": 2, "clip_length": 3, "frame_size": 64, "num_actions": 4},
             "trainer": {"gradient_clip_val": 1.0},
-            "stage_overrides": {"pred": {"data": {"batch_size": 3}}},
+            "stage_overrides": {"pred": {"data": {"batch_size": 3}, "trainer": {"precision": "bf16-mixed"}}},
         }
     )
 
@@ -72,6 +72,7 @@ def test_train_rows_on_fake_family(tmp_path):
     rows = bench.train_rows("fake_tiny", fake_family_cfg(), tmp_path, steps=2, warmup=1, peak=peak)
     assert [r["stage"] for r in rows] == ["enc", "pred"]
     assert [r["batch_size"] for r in rows] == [2, 3]  # stage_overrides applied per stage
+    assert [r["precision"] for r in rows] == ["32-true", "bf16-mixed"]  # timed in the stage's precision
     for r in rows:
         assert r["family"] == "fake" and r["steps_per_s"] > 0 and r["flops_per_step"] > 0
         assert math.isclose(r["samples_per_s"], r["steps_per_s"] * r["batch_size"])

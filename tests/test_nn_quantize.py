@@ -39,6 +39,18 @@ def test_vq_dead_codes_restart():
     assert len(idx.unique()) > 1 and stats["usage"] > 1 / 8
 
 
+@pytest.mark.parametrize("kind", ["vq", "fsq"])
+def test_codes_under_bf16_autocast_match_float32(kind):
+    """trainer.precision=bf16-mixed: the codes are the float32 ones, and dead-code restarts still run."""
+    torch.manual_seed(0)
+    q = VectorQuantizer(512, 8, restart_after=1) if kind == "vq" else FSQ([8, 8, 8], 8)
+    z = torch.randn(4096, 8) * 3
+    ref = q.eval()(z)[1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert torch.equal(q(z)[1], ref)
+        q.train()(z)  # VQ: codes unused in the first call are now restarted
+
+
 def test_code_stats():
     s = code_stats(torch.tensor([0, 1, 2, 3]), 8)
     assert s["usage"].item() == 0.5 and s["perplexity"].item() == pytest.approx(4.0)

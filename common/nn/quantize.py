@@ -8,6 +8,9 @@ loss scalar, stats {"usage", "perplexity"}), and `embed(indices)` -> z_q for gen
   replaced by a random encoder output of the current batch.
 - `FSQ` (Mentzer et al. 2023): each of len(levels) channels is bounded and rounded to `levels[i]`
   values; no codebook, no auxiliary loss, prod(levels) codes.
+
+Both choose codes in float32 even inside a bf16 autocast region (`trainer.precision=bf16-mixed`):
+rounding encoder outputs to bf16 would move them across code boundaries.
 """
 
 from __future__ import annotations
@@ -52,13 +55,14 @@ class VectorQuantizer(nn.Module):
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
         if z.shape[-1] != self.dim:
             raise ValueError(f"VectorQuantizer expects last dim {self.dim}, got shape {tuple(z.shape)}")
-        flat = self._norm(z.reshape(-1, self.dim))
-        codes = self._norm(self.codebook)
-        dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
-        indices = dist.argmin(1)
-        quant = codes[indices]
-        loss = F.mse_loss(quant, flat.detach()) + self.beta * F.mse_loss(flat, quant.detach())
-        z_q = flat + (quant - flat).detach()  # straight-through
+        with torch.autocast(z.device.type, enabled=False):  # code choice in float32 under bf16 autocast
+            flat = self._norm(z.float().reshape(-1, self.dim))
+            codes = self._norm(self.codebook)
+            dist = flat.pow(2).sum(1, keepdim=True) - 2 * flat @ codes.t() + codes.pow(2).sum(1)[None]
+            indices = dist.argmin(1)
+            quant = codes[indices]
+            loss = F.mse_loss(quant, flat.detach()) + self.beta * F.mse_loss(flat, quant.detach())
+            z_q = flat + (quant - flat).detach()  # straight-through
         stats = code_stats(indices, self.num_codes)
         if self.training and self.restart_after > 0:
             self._restart_dead(indices, flat.detach())
@@ -103,7 +107,8 @@ class FSQ(nn.Module):
         return self.proj_out((digits - self.levels // 2).float() / (self.levels // 2))
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor, Tensor, dict[str, Tensor]]:
-        bounded = self._bound(self.proj_in(z))
+        with torch.autocast(z.device.type, enabled=False):  # rounding in float32 under bf16 autocast
+            bounded = self._bound(self.proj_in(z.float()))
         rounded = bounded + (bounded.round() - bounded).detach()  # straight-through
         indices = ((rounded.detach().round().long() + self.levels // 2) * self.basis).sum(-1)
         z_q = self.proj_out(rounded / (self.levels // 2))

@@ -217,7 +217,7 @@ def time_training(
 ) -> dict:
     """Train `module` on `batch` for warmup + steps optimizer steps; the first step counts FLOPs.
 
-    Returns {"steps_per_s", "samples_per_s", "flops_per_step"}.
+    Returns {"precision" (the one timed), "steps_per_s", "samples_per_s", "flops_per_step"}.
     """
     import logging
 
@@ -258,7 +258,10 @@ def time_training(
         raise RuntimeError(f"{type(module).__name__}: no timed training step (a stage that does not train?)")
     seconds = sum(timer.times) / len(timer.times)
     b = len(batch["frames"])
-    return {"steps_per_s": 1.0 / seconds, "samples_per_s": b / seconds, "flops_per_step": float(timer.flops)}
+    return {
+        "precision": str(kwargs["precision"]), "steps_per_s": 1.0 / seconds, "samples_per_s": b / seconds,
+        "flops_per_step": float(timer.flops),
+    }  # fmt: skip
 
 
 def train_rows(experiment: str, cfg, run_dir: str | Path, steps: int, warmup: int, peak: float) -> list[dict]:
@@ -277,8 +280,7 @@ def train_rows(experiment: str, cfg, run_dir: str | Path, steps: int, warmup: in
         achieved = r["flops_per_step"] * r["steps_per_s"]
         rows.append({
             "family": module.family, "experiment": experiment, "stage": stage,
-            "precision": str(tk.get("precision", "32-true")), "batch_size": int(d.batch_size),
-            "clip_length": int(d.clip_length), "params": count_params(module),
+            "batch_size": int(d.batch_size), "clip_length": int(d.clip_length), "params": count_params(module),
             **r, "flops_per_s": achieved, "peak_flops_per_s": peak, "fraction_of_peak": achieved / peak,
         })  # fmt: skip
     return rows

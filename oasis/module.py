@@ -123,8 +123,9 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
 class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     """Stage `dit`: diffusion forcing (independent noise level per frame, v-prediction, min-SNR
-    weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts and by
-    ΔtPSNR at t = `delta_t` (the recorded actions against random ones: does the DiT follow them?)."""
+    weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts, by
+    ΔtPSNR at t = `delta_t` (the recorded actions against random ones: does the DiT follow them?) and by
+    the two decoded latents that bracket the next frame (`latent_bracket_errors`)."""
 
     family = "oasis"
     stage = "dit"
@@ -232,6 +233,18 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             use_cache,
         )
 
+    @staticmethod
+    def latent_bracket_errors(
+        wm: OasisWorldModel, latents: Tensor, frames: Tensor, ctx: int
+    ) -> tuple[Tensor, Tensor]:
+        """Per-clip MSEs (B,), against the next real frame frames[:, ctx], of two frames that bracket the DiT:
+        the previous frame's latent decoded (copy-last in latent space, what a DiT that only copies reaches)
+        and the next frame's own latent decoded (the VAE's reconstruction: a perfect DiT's prediction).
+
+        latents (B, T, C, h, w) scaled posterior means of frames uint8 (B, T, H, W, C)."""
+        target = frames[:, ctx]
+        return mse(wm.decode(latents[:, ctx - 1]), target), mse(wm.decode(latents[:, ctx]), target)
+
     def _eval(self, batch: dict, batch_idx: int, split: str, horizon: int) -> None:
         frames, actions = batch["frames"], batch["actions"]
         b, t = actions.shape
@@ -242,6 +255,9 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
         horizons = set(self.hparams.log_horizons) | {horizon}
         wm = self.world_model()
+        copy_err, recon_err = self.latent_bracket_errors(wm, x0, frames, ctx)
+        self.set_psnr.add(f"{split}/psnr_latent_copy", copy_err)
+        self.set_psnr.add(f"{split}/psnr_recon_next", recon_err)
         metrics, _ = rollout_metrics(wm, frames, actions, ctx, horizon, split, self.set_psnr, horizons)
         self.log_dict(metrics, **log)
         if t >= self.hparams.delta_t:

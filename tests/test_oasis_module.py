@@ -68,6 +68,8 @@ def test_stages_write_family_metadata_and_metrics(ckpts):
         "test/rollout_psnr_k5",
         "test/rollout_copy_last_k5",
         "test/delta_psnr_t4",
+        "test/psnr_latent_copy",
+        "test/psnr_recon_next",
     ):
         assert key in metrics
     assert not any(k.endswith(("/inferred", "/random")) for k in metrics), "ΔtPSNR's sets are not logged"
@@ -80,6 +82,19 @@ def test_vae_reconstructs_clips_as_its_metric_does(ckpts):
     assert recon.shape == frames.shape and recon.dtype == torch.uint8
     one = vae._reconstruct_frames(frames[:, 1])  # frame by frame (batched float maths may round apart)
     assert (recon[:, 1].int() - one.int()).abs().max() <= 1
+
+
+def test_latent_brackets_decode_the_previous_and_the_next_latent(ckpts):
+    _, vae, dit, _ = ckpts
+    clip = Clips(n=1, t=4)[0]["frames"]
+    frames = torch.stack((clip, torch.cat((clip[:3], clip[2:3])))).clone()  # clip 1: frame 3 repeats frame 2
+    copy_err, recon_err = dit.latent_bracket_errors(dit.world_model(), dit.latents(frames), frames, ctx=3)
+    torch.testing.assert_close(copy_err[1], recon_err[1])  # a static step: both decode the same latent
+    err = lambda i: (vae._reconstruct_frames(frames[:, i]).float() - frames[:, 3].float()).div(255).pow(2)
+    from_prev, from_next = (err(i).flatten(1).mean(1) for i in (2, 3))  # through the VAE stage's own path
+    assert (from_prev[0] - from_next[0]).abs() > 1e-3  # so the comparisons below tell the two frames apart
+    torch.testing.assert_close(copy_err, from_prev, atol=2e-4, rtol=0)
+    torch.testing.assert_close(recon_err, from_next, atol=2e-4, rtol=0)
 
 
 def test_dit_checkpoint_is_self_contained(ckpts):

@@ -10,6 +10,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.metrics import mse
 from common.world_model import WorldModel, load_world_model
 from oasis.module import OasisDiTModule, OasisVAEModule
 from oasis.world_model import OasisWorldModel
@@ -90,8 +91,8 @@ def test_latent_brackets_decode_the_previous_and_the_next_latent(ckpts):
     frames = torch.stack((clip, torch.cat((clip[:3], clip[2:3])))).clone()  # clip 1: frame 3 repeats frame 2
     copy_err, recon_err = dit.latent_bracket_errors(dit.world_model(), dit.latents(frames), frames, ctx=3)
     torch.testing.assert_close(copy_err[1], recon_err[1])  # a static step: both decode the same latent
-    err = lambda i: (vae._reconstruct_frames(frames[:, i]).float() - frames[:, 3].float()).div(255).pow(2)
-    from_prev, from_next = (err(i).flatten(1).mean(1) for i in (2, 3))  # through the VAE stage's own path
+    recon = vae._reconstruct_frames  # the VAE stage's own reconstruction path
+    from_prev, from_next = (mse(recon(frames[:, i]), frames[:, 3]) for i in (2, 3))
     assert (from_prev[0] - from_next[0]).abs() > 1e-3  # so the comparisons below tell the two frames apart
     torch.testing.assert_close(copy_err, from_prev, atol=2e-4, rtol=0)
     torch.testing.assert_close(recon_err, from_next, atol=2e-4, rtol=0)

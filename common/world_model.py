@@ -32,10 +32,24 @@ class Step:
 
 
 @runtime_checkable
+class Policy(Protocol):
+    """An agent a checkpoint carries (e.g. DIAMOND's actor-critic): acts on the frames it is shown."""
+
+    num_actions: int
+
+    def act(self, frames: Tensor) -> Tensor:
+        """frames: uint8 (B, H, W, C) the current observation -> long (B,) actions; recurrent state advances."""
+
+    def reset(self) -> None:
+        """Forget the recurrent state: the next act() starts an episode."""
+
+
+@runtime_checkable
 class WorldModel(Protocol):
     num_actions: int
     frame_shape: tuple[int, int, int]  # H, W, C
     context_length: int  # frames needed by reset()
+    policy: Policy | None  # the checkpoint's agent, None when it carries none; reset() resets it
 
     def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
         """frames: uint8 (B, T, H, W, C) real context; actions: long (B, T) taken at those frames, or None."""

@@ -4,10 +4,11 @@
     python -m diamond.convert --reverse RUN/checkpoints/world_model/last.ckpt OUT.pt  # inverse
 
 DIAMOND saves a dict of plain tensors with prefixes `denoiser.`, `rew_end_model.` and `actor_critic.`.
-worldplay's networks keep DIAMOND's module names, so the key mapping is: `denoiser.*` and
-`rew_end_model.*` unchanged, `actor_critic.*` dropped (worldplay's world model has no policy). The
-network sizes are read from the tensor shapes; what shapes cannot tell (EDM sigma_data, offset noise,
-sampler settings) comes from flags with DIAMOND's defaults. The file is read with weights_only=True.
+worldplay's networks keep DIAMOND's module names, so every key maps unchanged; the agent
+(`actor_critic.*`, diamond/actor_critic.py) is optional: a checkpoint without it converts to a world
+model without a policy, one with it to a world model whose `policy` is DIAMOND's agent. The network
+sizes are read from the tensor shapes; what shapes cannot tell (EDM sigma_data, offset noise, sampler
+settings) comes from flags with DIAMOND's defaults. The file is read with weights_only=True.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor
 
-KEPT_PREFIXES = ("denoiser.", "rew_end_model.")
-DROPPED_PREFIXES = ("actor_critic.",)
+KEPT_PREFIXES = ("denoiser.", "rew_end_model.", "actor_critic.")
+DROPPED_PREFIXES: tuple[str, ...] = ()
+AC = "actor_critic."
 DEN = "denoiser.inner_model."
 REW = "rew_end_model."
 
@@ -142,13 +145,29 @@ def check_state_dict(expected: dict[str, Tensor], got: dict[str, Tensor], source
             raise ValueError(f"{source}: unexpected key {key!r}")
 
 
+def infer_agent_hparams(sd: dict[str, Tensor], hparams: dict[str, Any], source: str) -> dict | None:
+    """The `actor_critic` argument of DiamondModule (None without `actor_critic.*` keys); checks that the
+    agent acts in the denoiser's action space."""
+    from diamond.actor_critic import infer_actor_critic_hparams
+
+    agent = infer_actor_critic_hparams(sd, hparams["frame_size"], source, prefix=AC)
+    key = AC + "actor_linear.weight"
+    if agent is not None:
+        agent_actions = _shape(sd, key, source)[0]
+        if agent_actions != hparams["num_actions"]:
+            raise ValueError(
+                f"{source}: key {key!r} has {agent_actions} actions, denoiser has {hparams['num_actions']}"
+            )
+    return agent
+
+
 def from_diamond(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """DIAMOND agent keys -> DiamondModule state-dict keys (actor_critic.* dropped)."""
+    """DIAMOND agent keys -> DiamondModule state-dict keys (the same names)."""
     return {k: v for k, v in sd.items() if k.startswith(KEPT_PREFIXES)}
 
 
 def to_diamond(sd: dict[str, Tensor]) -> dict[str, Tensor]:
-    """DiamondModule state-dict keys -> DIAMOND agent keys (denoiser.* and rew_end_model.*)."""
+    """DiamondModule state-dict keys -> DIAMOND agent keys (denoiser.*, rew_end_model.*, actor_critic.*)."""
     return {k: v.detach().clone() for k, v in sd.items() if k.startswith(KEPT_PREFIXES)}
 
 
@@ -156,15 +175,21 @@ def module_from_diamond(sd: dict[str, Tensor], source: str = "state dict", **ove
     """A DiamondModule holding the weights of a DIAMOND-layout state dict (strictly checked)."""
     from diamond.module import DiamondModule
 
-    module = DiamondModule(**{**infer_hparams(sd, source), **overrides})
+    hparams = infer_hparams(sd, source)
+    hparams["actor_critic"] = infer_agent_hparams(sd, hparams, source)
+    module = DiamondModule(**{**hparams, **overrides})
     mapped = from_diamond(sd)
     check_state_dict(module.state_dict(), mapped, source)
     module.load_state_dict(mapped, strict=True)
     return module
 
 
-def save_module_checkpoint(module, out: str | Path) -> Path:
-    """Write a Lightning checkpoint of `module` atomically (DiamondModule.load_from_checkpoint reads it)."""
+def save_module_checkpoint(module, out: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write a Lightning checkpoint of `module` atomically (DiamondModule.load_from_checkpoint reads it).
+
+    `extra` entries are added to the checkpoint dict (plain containers only: it stays weights_only).
+    The file is written to a unique temporary name in the same folder, then renamed over `out`.
+    """
     import lightning
 
     out = Path(out)
@@ -178,9 +203,14 @@ def save_module_checkpoint(module, out: str | Path) -> Path:
         "hyper_parameters": dict(module.hparams),
     }
     module.on_save_checkpoint(ckpt)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, out)
+    ckpt.update(extra or {})
+    tmp = out.with_name(f"{out.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        torch.save(ckpt, tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return out
 
 
@@ -191,7 +221,7 @@ def convert(src: str | Path, out: str | Path, **overrides: Any) -> Path:
 
 
 def export(src: str | Path, out: str | Path) -> Path:
-    """worldplay DiamondModule .ckpt -> DIAMOND-layout .pt (no actor_critic.* keys)."""
+    """worldplay DiamondModule .ckpt -> DIAMOND-layout .pt (actor_critic.* when the module carries an agent)."""
     from common.checkpoint import check_family
 
     ckpt = check_family(src, "diamond")

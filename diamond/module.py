@@ -22,6 +22,7 @@ from common.checkpoint import FamilyCheckpoint
 from common.metrics import rollout_metrics
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
+from diamond.actor_critic import ActorCritic
 from diamond.denoiser import Denoiser, sample_sigma
 from diamond.reward_end import RewEndModel
 from diamond.sampler import DiffusionSampler
@@ -91,6 +92,9 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         max_grad_norm_rew_end: float = 100.0,
         # evaluation
         rollout_horizon: int = 8,
+        # DIAMOND's agent (diamond/actor_critic.py): {lstm_dim, channels, down}, None for none. Carried with
+        # the weights (imported checkpoints), frozen: this module trains the world model only.
+        actor_critic: dict | None = None,
     ) -> None:
         super().__init__()
         # plain containers in hparams: checkpoints stay loadable with weights_only=True
@@ -112,6 +116,10 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             rew_channels,
             rew_attn_depths,
         )
+        self.actor_critic = None
+        if actor_critic is not None:
+            self.actor_critic = ActorCritic(img_channels, frame_size, num_actions, **actor_critic)
+            self.actor_critic.requires_grad_(False)
         self._f1_counts: dict[str, Tensor] = {}
         # NHWC convolutions: on this CPU a tiny training step is ~25% faster and a generated frame ~17%
         self.to(memory_format=torch.channels_last)
@@ -129,7 +137,8 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         )
 
     def world_model(self):
-        """A DiamondWorldModel over the current weights (shared, not copied)."""
+        """A DiamondWorldModel over the current weights (shared, not copied), with the agent as its policy."""
+        from diamond.actor_critic import ActorCriticPolicy
         from diamond.world_model import DiamondWorldModel
 
         hp = self.hparams
@@ -139,6 +148,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             self.sampler(),
             hp.num_actions,
             (hp.frame_size, hp.frame_size, hp.img_channels),
+            policy=None if self.actor_critic is None else ActorCriticPolicy(self.actor_critic),
         )
 
     # ----------------------------------------------------------------------------------------- training

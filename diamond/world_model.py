@@ -4,6 +4,8 @@ reset() keeps the last `context_length` (4) real frames and actions and burns th
 over the transitions of all given frames; step(a) replaces the last action by a, samples the next frame
 with the diffusion sampler, samples a reward in {-1, 0, 1} and a done flag from the reward/end
 model's logits (as DIAMOND's WorldModelEnv does), then shifts the frame/action buffers.
+`policy` is DIAMOND's agent when the checkpoint carries one (diamond/actor_critic.py), else None;
+reset() resets its recurrent state.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from torch import Tensor
 from torch.distributions import Categorical
 
 from common.checkpoint import check_family
-from common.world_model import Step, check_actions
+from common.world_model import Policy, Step, check_actions
 from diamond.denoiser import Denoiser
 from diamond.module import frames_from_model, frames_to_model
 from diamond.reward_end import RewEndModel
@@ -31,6 +33,7 @@ class DiamondWorldModel:
         num_actions: int,
         frame_shape: tuple[int, int, int],
         generator: torch.Generator | None = None,
+        policy: Policy | None = None,
     ) -> None:
         self.denoiser = denoiser
         self.rew_end_model = rew_end_model
@@ -39,6 +42,7 @@ class DiamondWorldModel:
         self.frame_shape = tuple(frame_shape)
         self.context_length = denoiser.inner_model.num_steps_conditioning
         self.generator = generator
+        self.policy = policy
         self.obs: Tensor | None = None  # (B, n, C, H, W) in [-1, 1]
         self.act: Tensor | None = None  # (B, n) long
         self.state: tuple[Tensor, Tensor] | None = None  # reward/end LSTM state
@@ -64,6 +68,8 @@ class DiamondWorldModel:
             raise ValueError(f"reset: actions must be ({b}, {t}), got {tuple(actions.shape)}")
         x = frames_to_model(frames.to(self.device))
         self.obs, self.act, self.state = x[:, -n:].clone(), actions[:, -n:].clone(), None
+        if self.policy is not None:
+            self.policy.reset()
         if t >= 2:  # burn-in of the reward/end model over the context transitions
             _, _, self.state = self.rew_end_model(x[:, :-1], actions[:, :-1], x[:, 1:])
 

@@ -25,6 +25,8 @@ from genie.tokenizer import VideoTokenizer
 
 
 class GenieWorldModel:
+    policy = None  # no agent in these checkpoints (WorldModel.policy)
+
     def __init__(
         self,
         tokenizer: VideoTokenizer,

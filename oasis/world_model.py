@@ -25,6 +25,8 @@ from oasis.vae import AutoencoderKL
 
 
 class OasisWorldModel:
+    policy = None  # no agent in these checkpoints (WorldModel.policy)
+
     def __init__(
         self,
         vae: AutoencoderKL,

@@ -49,15 +49,12 @@ def outputs(m: DiamondModule) -> list[torch.Tensor]:
 
 
 def diamond_file(tmp_path, module: DiamondModule, extra: dict | None = None):
-    """Our weights in DIAMOND's layout, plus actor_critic keys the importer must ignore."""
+    """Our weights in DIAMOND's layout, plus a DIAMOND agent (actor_critic.*) unless `extra` replaces it."""
+    from diamond.actor_critic import ActorCritic
+
     sd = to_diamond(module.state_dict())
-    sd.update(
-        extra
-        or {
-            "actor_critic.lstm.weight_ih": torch.randn(8, 4),
-            "actor_critic.actor_linear.bias": torch.zeros(5),
-        }
-    )
+    agent = ActorCritic(3, module.hparams.frame_size, module.hparams.num_actions, 8, [4, 8], [1, 1])
+    sd.update(extra if extra is not None else {f"actor_critic.{k}": v for k, v in agent.state_dict().items()})
     path = tmp_path / "agent.pt"
     torch.save(sd, path)
     return path, sd
@@ -95,6 +92,7 @@ def test_converted_checkpoint_plays_as_a_world_model(tmp_path):
     assert wm.num_actions == 5 and wm.frame_shape == (16, 16, 3)
     wm.reset(torch.randint(0, 256, (1, 4, 16, 16, 3), dtype=torch.uint8), torch.zeros(1, 4, dtype=torch.long))
     assert wm.step(torch.tensor([4])).frames.shape == (1, 16, 16, 3)
+    assert wm.policy.act(torch.zeros(1, 16, 16, 3, dtype=torch.uint8)).shape == (1,)  # the agent came along
 
 
 def test_cli_writes_checkpoint(tmp_path, capsys):

@@ -73,7 +73,7 @@ class _Rollout:
         frame, reward, done = self.env.step(action)
         self.actions.append(action)
         self.rewards.append(reward)
-        self.terms.append(done)
+        self.terms.append(done and not self.env.truncated)  # a time limit is a truncation, never a terminal
         if not done and len(self.frames) < self.max_steps:
             self.frames.append(frame)
             return None

@@ -6,10 +6,15 @@
 
 When `done` is True the returned frame is not part of the episode (procgen has already moved on to
 the next level's first frame); collectors stop there. Every adapter is deterministic given the seed.
+
+`env.truncated` tells why an episode ended: True when the last step hit a time limit (procgen's own
+timeout, ALE's `max_num_frames_per_episode`, Crafter's `length`) rather than the game's own rules (a
+death, a level complete, game over). A truncation is never stored as a terminal.
 """
 
 from __future__ import annotations
 
+import struct
 import warnings
 
 import numpy as np
@@ -31,6 +36,7 @@ class Env:
     action_meanings: list[str]
     frame_shape: tuple[int, int, int]
     fps: int
+    truncated: bool = False  # the last step ended the episode by a time limit, not by the game's rules
 
     def reset(self, seed: int) -> np.ndarray:
         raise NotImplementedError
@@ -55,6 +61,8 @@ class ProcgenEnv(Env):
     fps = 15
 
     def __init__(self, game: str = "coinrun", distribution_mode: str = "hard", **options):
+        """time_limit: procgen's own episode length limit in steps (1000 in most games, 500 in maze and
+        leaper, 2000-6000 in a few), read from the game's state; an episode it ends is truncated."""
         if game not in PROCGEN_GAMES:
             raise ValueError(f"unknown procgen game {game!r} (known: {', '.join(PROCGEN_GAMES)})")
         with warnings.catch_warnings():
@@ -67,6 +75,8 @@ class ProcgenEnv(Env):
         self.num_actions = int(self._env.ac_space.eltype.n)
         self.action_meanings = ["_".join(c) if c else "NOOP" for c in self._env.combos]
         self.frame_shape = tuple(self._env.ob_space["rgb"].shape)
+        self.time_limit = _procgen_time_limit(self._env.get_state()[0], game)
+        self._t = 0
 
     def _make(self, seed: int) -> None:
         if self._env is not None:
@@ -83,13 +93,21 @@ class ProcgenEnv(Env):
 
     def reset(self, seed: int) -> np.ndarray:
         self._make(seed)
+        self._t, self.truncated = 0, False
         _, obs, _ = self._env.observe()
         return obs["rgb"][0].copy()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
         self._env.act(np.array([self._check_action(action)], dtype=np.int32))
         reward, obs, first = self._env.observe()
-        return obs["rgb"][0].copy(), float(reward[0]), bool(first[0])
+        self._t += 1
+        done = bool(first[0])
+        # procgen ends a level by its rules (a death, or a level complete: `prev_level_complete`) or at
+        # its timeout, which it does not flag: an end at the time limit without a completed level is the
+        # timeout (a death on that very step reads as a truncation too)
+        complete = done and bool(self._env.get_info()[0]["prev_level_complete"])
+        self.truncated = done and not complete and self._t >= self.time_limit
+        return obs["rgb"][0].copy(), float(reward[0]), done
 
     def close(self) -> None:
         if self._env is not None:
@@ -97,9 +115,41 @@ class ProcgenEnv(Env):
             self._env = None
 
 
+def _procgen_time_limit(state: bytes, game: str) -> int:
+    """procgen's `timeout` (steps) from a serialized game state: procgen/src/game.cpp Game::serialize
+    (SERIALIZE_VERSION 0) writes a version int, the game name, 17 ints (options, grid, level seeds,
+    game type), two RandGens (an int and a string each), reward, done, level_complete, action, then
+    timeout. Ints are 4-byte little-endian, strings an int length and the bytes."""
+    offset = 0
+
+    def read_int() -> int:
+        nonlocal offset
+        (value,) = struct.unpack_from("<i", state, offset)
+        offset += 4
+        return value
+
+    def read_string() -> bytes:
+        nonlocal offset
+        n = read_int()
+        offset += n
+        return state[offset - n : offset]
+
+    version, name = read_int(), read_string()
+    if version != 0 or name != game.encode():
+        raise RuntimeError(f"procgen {game}: unknown game state layout (version {version}, game {name!r})")
+    offset += 17 * 4
+    for _ in range(2):
+        read_int(), read_string()
+    offset += 4 * 4  # reward, done, level_complete, action
+    return read_int()
+
+
 class AtariEnv(Env):
     """ale-py with DIAMOND's preprocessing: frame-skip 4 with a max over the last 2 frames, up to 30
-    no-op starts, RGB resized to 64x64 by area averaging, minimal action set, no sticky actions."""
+    no-op starts, RGB resized to 64x64 by area averaging, minimal action set, no sticky actions.
+
+    max_num_frames_per_episode: ALE's own time limit in emulator frames (4 per step; 0: none); an
+    episode it ends is truncated, a game over (all lives lost) is a terminal."""
 
     source = "atari"
     fps = 15
@@ -111,6 +161,7 @@ class AtariEnv(Env):
         frame_skip: int = 4,
         noop_max: int = 30,
         sticky_actions: float = 0.0,
+        max_num_frames_per_episode: int = 0,
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
@@ -126,6 +177,7 @@ class AtariEnv(Env):
             raise ValueError(f"unknown Atari game {game!r} (ale-py ships no ROM {rom_name!r})")
         self._ale_cls, self.game = ALEInterface, game
         self.size, self.frame_skip, self.noop_max, self.sticky = size, frame_skip, noop_max, sticky_actions
+        self.max_frames = int(max_num_frames_per_episode)
         self.env_id = f"atari:{game}"
         self._ale = None
         self._load(0)
@@ -139,6 +191,7 @@ class AtariEnv(Env):
         self._ale = self._ale_cls()
         self._ale.setInt("random_seed", int(seed) % (2**31 - 1))
         self._ale.setFloat("repeat_action_probability", float(self.sticky))
+        self._ale.setInt("max_num_frames_per_episode", self.max_frames)
         self._ale.loadROM(self._rom)
 
     def _observe(self, screens: list[np.ndarray]) -> np.ndarray:
@@ -154,6 +207,7 @@ class AtariEnv(Env):
             self._ale.act(self._actions[0])
             if self._ale.game_over():
                 self._ale.reset_game()
+        self.truncated = False
         return self._observe([self._ale.getScreenRGB()])
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
@@ -167,7 +221,9 @@ class AtariEnv(Env):
                 break
         if not screens:
             screens.append(self._ale.getScreenRGB())
-        return self._observe(screens), float(reward), bool(self._ale.game_over())
+        done = bool(self._ale.game_over())  # game over or ALE's frame limit
+        self.truncated = done and not self._ale.game_over(with_truncation=False)
+        return self._observe(screens), float(reward), done
 
 
 class CrafterEnv(Env):
@@ -191,7 +247,8 @@ class CrafterEnv(Env):
         return self._env.reset()
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
-        obs, reward, done, _ = self._env.step(self._check_action(action))
+        obs, reward, done, info = self._env.step(self._check_action(action))
+        self.truncated = bool(done) and info["discount"] > 0  # crafter: discount 0 only on death
         return obs, float(reward), bool(done)
 
 

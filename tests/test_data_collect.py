@@ -14,7 +14,7 @@ import pytest
 from common.data import collect as collect_mod
 from common.data.collect import collect
 from common.data.envs import make_env
-from common.data.shards import MANIFEST, ShardDataset, check_shard
+from common.data.shards import FORMAT_VERSION, MANIFEST, ShardDataset, check_shard
 from tests.conftest import ROOT
 
 
@@ -40,7 +40,8 @@ def test_collect_writes_design_shards(tmp_path, source):
     root = collect(data, tmp_path, progress=False)
     manifest = json.loads((root / MANIFEST).read_text())
     assert (
-        manifest["format_version"] == 1 and manifest["num_actions"] == make_env(source, data.game).num_actions
+        manifest["format_version"] == FORMAT_VERSION
+        and manifest["num_actions"] == make_env(source, data.game).num_actions
     )
     assert len(manifest["action_meanings"]) == manifest["num_actions"]
     for shard in manifest["shards"]:

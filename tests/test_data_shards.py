@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from common.data.shards import (
+    FORMAT_VERSION,
     MANIFEST,
     Episode,
     ShardDataset,
@@ -31,7 +32,7 @@ def _episode(seed: int, n: int) -> Episode:
     )
 
 
-def _dataset(root, episodes, version=1):
+def _dataset(root, episodes, version=FORMAT_VERSION):
     root.mkdir(parents=True, exist_ok=True)
     path = root / "shard-000000.h5"
     write_shard(
@@ -70,7 +71,10 @@ def test_round_trip_and_layout(tmp_path):
         assert f["actions"].dtype == np.int32 and f["terminals"].dtype == bool
         assert f["episode_starts"][:].tolist() == [0, 5, 14]
         assert f["episode_seeds"][:].tolist() == [3, 7]
-        assert f.attrs["format_version"] == 1 and json.loads(f.attrs["action_meanings"]) == ["a"] * 4
+        assert (
+            f.attrs["format_version"] == FORMAT_VERSION
+            and json.loads(f.attrs["action_meanings"]) == ["a"] * 4
+        )
     ds = ShardDataset(tmp_path / "ds")
     refs = ds.episodes()
     assert [(r.seed, r.length) for r in refs] == [(3, 5), (7, 9)]
@@ -98,8 +102,8 @@ def test_not_hdf5(tmp_path):
 def test_other_format_version(tmp_path):
     path = _dataset(tmp_path / "ds", [_episode(0, 4)])
     with h5py.File(path, "a") as f:
-        f.attrs["format_version"] = 2
-    with pytest.raises(ValueError, match="format_version 2"):
+        f.attrs["format_version"] = 7
+    with pytest.raises(ValueError, match="format_version 7, this worldplay reads 1, 2"):
         check_shard(path)
 
 

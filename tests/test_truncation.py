@@ -7,12 +7,14 @@ level complete, game over) may set it. Procgen's time limit (1000 steps in CoinR
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
 from common.data.collect import Policy, collect
 from common.data.envs import make_env
-from common.data.shards import ShardDataset
+from common.data.shards import MANIFEST, ShardDataset
 from tests.conftest import ROOT
 
 
@@ -93,6 +95,7 @@ def test_collected_procgen_time_limit_ends_are_not_terminals(tmp_path):
         assert not ep["terminals"][:-1].any()
         ends[ref.seed] = (ref.length, bool(ep["terminals"][-1]))
     assert ends == {2: (1000, False), 3: (628, True), 4: (695, True)}
+    assert json.loads((root / MANIFEST).read_text())["format_version"] == 2
 
 
 def test_collector_cap_is_a_truncation(tmp_path):
@@ -100,3 +103,36 @@ def test_collector_cap_is_a_truncation(tmp_path):
     ds = ShardDataset(collect(data, tmp_path, progress=False))
     for ref in ds.episodes():
         assert ref.length == 30 and not np.any(ds.read(ref)["terminals"])
+
+
+def _to_format_1(root) -> None:
+    """Rewrite a collected dataset as format 1 wrote it (version attributes; checksums updated)."""
+    import h5py
+
+    from common.data.shards import sha256, write_json_atomic
+
+    manifest = json.loads((root / MANIFEST).read_text())
+    for shard in manifest["shards"]:
+        path = root / shard["file"]
+        with h5py.File(path, "r+") as f:
+            f.attrs["format_version"] = 1
+        shard["bytes"], shard["sha256"] = path.stat().st_size, sha256(path)
+    manifest["format_version"] = 1
+    write_json_atomic(root / MANIFEST, manifest)
+
+
+def test_complete_format_1_dataset_is_read_and_never_extended(tmp_path, caplog):
+    import logging
+
+    data = _data_cfg("procgen", episodes=2, max_steps=10, num_envs=1)
+    root = collect(data, tmp_path, progress=False)
+    _to_format_1(root)
+    collect(data, tmp_path, progress=False)  # complete: train.py's prepare_data goes on to read it
+    with caplog.at_level(logging.WARNING):
+        assert len(ShardDataset(root).episodes()) == 2
+    assert [r.getMessage() for r in caplog.records if "time limit" in r.getMessage()]
+    data.episodes = 3
+    with pytest.raises(ValueError, match=r"format_version 1 dataset .* delete .*procgen_coinrun") as e:
+        collect(data, tmp_path, progress=False)
+    assert "\n" not in str(e.value)
+    assert len(ShardDataset(root).episodes()) == 2, "nothing collected is lost"

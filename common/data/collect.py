@@ -23,6 +23,8 @@ from common.data.shards import (
     MANIFEST,
     Episode,
     check_shard,
+    check_version,
+    recollect_hint,
     sha256,
     shard_name,
     write_json_atomic,
@@ -98,10 +100,7 @@ def _load_manifest(root: Path, data: DictConfig, env) -> dict[str, Any]:
     path = root / MANIFEST
     if path.is_file():
         manifest = json.loads(path.read_text())
-        if manifest.get("format_version") != FORMAT_VERSION:
-            raise ValueError(
-                f"{path}: format_version {manifest.get('format_version')}, expected {FORMAT_VERSION}"
-            )
+        check_version(manifest.get("format_version"), path)  # an older complete dataset is still read
         ours = _identity(data)
         for key, value in manifest["collection"].items():
             if key in ours and ours[key] != value:
@@ -168,6 +167,12 @@ def collect(data: DictConfig, data_dir: str | Path, progress: bool = True) -> Pa
     write_json_atomic(root / MANIFEST, manifest)
     done = {s for shard in manifest["shards"] for s in shard["episode_seeds"]}
     pending = [s for s in range(data.seed_start, data.seed_start + data.episodes) if s not in done]
+    if pending and manifest["format_version"] != FORMAT_VERSION:
+        raise ValueError(
+            f"{root}: format_version {manifest['format_version']} dataset (time-limit ends may be marked "
+            f"terminal); {len(pending)} more episodes would be labelled by format {FORMAT_VERSION}'s rule: "
+            f"{recollect_hint(root)}"
+        )
     attrs = {k: manifest[k] for k in ("env_id", "num_actions", "action_meanings", "fps", "policy")}
     buffer: list[Episode] = []
     writer = _ShardWriter(root, manifest, attrs, data.compression, _ranges(data))

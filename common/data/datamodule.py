@@ -83,7 +83,8 @@ class VideoDataModule(L.LightningDataModule):
     """Shards under `root/name`, collected on first use (`prepare_data`) unless `collect` is false.
 
     Takes the whole `data` config as keyword arguments (see conf/data/procgen.yaml), saved as
-    hyperparameters so every checkpoint records which dataset its model saw.
+    hyperparameters so every checkpoint records which dataset its model saw. `verify` (default True)
+    checks every shard's sha256 in `setup()`, once per process (`ShardDataset`).
     """
 
     def __init__(

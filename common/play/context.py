@@ -85,7 +85,7 @@ class DatasetContext:
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset not found: {self.root} (pass data_dir=DIR or context=env)")
-        self.dataset = ShardDataset(self.root, verify=False)
+        self.dataset = ShardDataset(self.root, seeds=seeds)  # verifies the shards it reads
         self.context_length = context_length
         self.episodes = [ep for ep in self.dataset.episodes(seeds) if ep.length > context_length]
         if not self.episodes:

@@ -1,6 +1,8 @@
 """Write uint8 frame sequences to .mp4 (PyAV through imageio) or .gif, and tile real | generated.
 
 gym3 pins an imageio-ffmpeg too old for imageio v3, so mp4 goes through imageio's `pyav` plugin.
+GIF frame delays are whole centiseconds (GIF89a spec, "Delay Time"), so 15 fps (66.7 ms) cannot be one
+delay: `gif_durations` alternates 70 / 60 ms so that the frames keep the real clock.
 """
 
 from __future__ import annotations
@@ -27,8 +29,25 @@ def upscale(video: np.ndarray, factor: int) -> np.ndarray:
     return video.repeat(factor, axis=1).repeat(factor, axis=2) if factor > 1 else video
 
 
+def gif_durations(frames: int, fps: float) -> list[int]:
+    """Per-frame GIF delays in ms, each a multiple of 10 (centiseconds), whose running sum stays within 5 ms
+    of frame k ending at k * 1000 / fps: frame k lasts round(100 (k+1) / fps) - round(100 k / fps) cs.
+
+    15 fps -> 70, 60, 70, 70, 60, 70, ... (average 66.7 ms). Browsers show delays under 20 ms as 100 ms,
+    so GIFs above 50 fps play slower there; mp4 has no such limit.
+    """
+    if not fps > 0:
+        raise ValueError(f"fps={fps}: a video needs a positive frame rate")
+    ends = [int(np.floor(100.0 * k / fps + 0.5)) for k in range(frames + 1)]
+    return [10 * (b - a) for a, b in zip(ends, ends[1:])]
+
+
 def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 15) -> Path:
-    """Write (T, H, W, C) uint8 frames to .mp4 or .gif; the parent folder is created. Returns the path."""
+    """Write (T, H, W, C) uint8 frames to .mp4 or .gif at `fps` frames/s; the parent folder is created.
+
+    A GIF's delays come from `gif_durations` (exact on average); a frame equal to the one before it is
+    merged into it by the GIF writer (Pillow), so a GIF read back can have fewer frames, same duration.
+    Returns the path."""
     import imageio.v3 as iio
 
     path = Path(path)
@@ -47,7 +66,7 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 
             video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         iio.imwrite(path, video, plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
     elif suffix == ".gif":
-        iio.imwrite(path, video, extension=".gif", duration=1000 / fps, loop=0)
+        iio.imwrite(path, video, extension=".gif", duration=gif_durations(len(video), fps), loop=0)
     else:
         raise ValueError(f"{path}: unsupported video format {suffix!r} (use .mp4 or .gif)")
     return path

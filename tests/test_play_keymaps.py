@@ -49,9 +49,9 @@ def test_atari_combinations_onto_minimal_action_sets():
     bk = keymap_for("atari", BREAKOUT, len(BREAKOUT))
     assert BREAKOUT[bk.action(["w"])] == "NOOP"  # Breakout has no UP
     assert BREAKOUT[bk.action(["w", "d"])] == "RIGHT"
-    assert BREAKOUT[bk.action(["d", "space"])] == "FIRE"  # no RIGHTFIRE: fire wins over moving
+    assert BREAKOUT[bk.action(["d", "space"])] == "RIGHT"  # no RIGHTFIRE: moving wins over firing
     assert BREAKOUT[bk.action(["a"])] == "LEFT"
-    pong = keymap_for("atari", PONG, len(PONG))
+    pong = keymap_for("atari", PONG, len(PONG))  # game unknown: components do what they are named
     assert PONG[pong.action(["d", "space"])] == "RIGHTFIRE"
     assert PONG[pong.action(["w", "a", "space"])] == "LEFTFIRE"
 
@@ -88,3 +88,51 @@ def test_bad_keymaps_are_one_line_errors():
         keymap_for("atari", BREAKOUT, 6)
     km = with_overrides(keymap_for("crafter", CRAFTER, len(CRAFTER)), {"x": "noop", "g": "do"})
     assert CRAFTER[km.action(["g"])] == "do"
+
+
+def test_unknown_key_name_is_a_one_line_error_listing_key_names():
+    km = keymap_for("atari", BREAKOUT, len(BREAKOUT), game="Breakout")
+    with pytest.raises(ValueError, match="'notakey' is not a key name") as e:
+        with_overrides(km, {"notakey": "FIRE"})
+    assert "\n" not in str(e.value) and "space" in str(e.value) and "a-z" in str(e.value)
+    assert BREAKOUT[with_overrides(km, {"left shift": "FIRE"}).action(["left shift"])] == "FIRE"
+
+
+def test_action_names_offered_are_the_games_own():
+    km = keymap_for("atari", BREAKOUT, len(BREAKOUT), game="Breakout")
+    for name in ("UP", "DOWN", "RIGHTFIRE"):
+        with pytest.raises(ValueError, match=f"{name!r} is not an action of Breakout") as e:
+            with_overrides(km, {"x": name})
+        listed = str(e.value).split("its actions: ")[1]
+        assert listed == "NOOP, FIRE, RIGHT, LEFT" and "\n" not in str(e.value)
+    assert sorted(km.targets) == sorted(BREAKOUT)
+
+
+def test_pong_keys_follow_what_each_action_does():
+    """In ALE Pong RIGHT moves the paddle up and LEFT down (tests/test_play_atari_effects.py measures it)."""
+    km = keymap_for("atari", PONG, len(PONG), game="Pong")
+    name = lambda *keys: PONG[km.action(list(keys))]
+    assert name("w") == "RIGHT" and name("s") == "LEFT"  # up / down on screen
+    assert name("w", "space") == "RIGHTFIRE" and name("s", "space") == "LEFTFIRE"
+    assert name("w", "s") == "NOOP"
+    assert name("a") == "NOOP" and name("d") == "NOOP" and name("d", "space") == "FIRE"
+    assert km.no_effect == {"a": "left", "d": "right"}
+    assert "no effect" in km.note(["d"]) and km.note(["w"]) == ""
+    assert "a d: no effect in Pong" in km.hint
+    for game in ("ALE/Pong-v5", "pong", "PONG"):  # the forms a game is named in
+        assert PONG[keymap_for("atari", PONG, 6, game=game).action(["w"])] == "RIGHT"
+
+
+def test_combined_keys_take_the_combined_action_where_the_game_has_it():
+    full = keymap_for("atari", ALE_ALL, len(ALE_ALL), game="Breakout")
+    assert ALE_ALL[full.action(["d", "space"])] == "RIGHTFIRE"
+    bk = keymap_for("atari", BREAKOUT, len(BREAKOUT), game="Breakout")
+    # Breakout's minimal action set has no RIGHTFIRE: the paddle keeps moving (fire is dropped, and said so)
+    assert BREAKOUT[bk.action(["d", "space"])] == "RIGHT"
+    assert "no RIGHTFIRE in Breakout" in bk.note(["d", "space"])
+    assert BREAKOUT[bk.action(["space"])] == "FIRE"
+    assert bk.no_effect == {"w": "up", "s": "down"} and "w s: no effect in Breakout" in bk.hint
+    # a user binding to a combined action combines like the rest
+    pong = with_overrides(keymap_for("atari", PONG, 6, game="Pong"), {"x": "RIGHTFIRE", "d": "FIRE"})
+    assert PONG[pong.action(["x"])] == "RIGHTFIRE" and PONG[pong.action(["s", "d"])] == "LEFTFIRE"
+    assert "d" not in pong.no_effect

@@ -77,7 +77,7 @@ def test_random_policy_and_unbound_key_message():
     assert s.step_count == 5
     s.command("toggle_policy")
     s.tick(["x"])
-    assert "no action bound" in s.message
+    assert "no action bound" in s.status().message
     with pytest.raises(ValueError, match="unknown command"):
         s.command("fly")
     s.command("quit")
@@ -94,3 +94,48 @@ def test_latent_actions_drive_env_with_its_own_keymap():
     )
     s.tick(["2", "d"])
     assert s.status().action == "latent 1 | env RIGHT"
+
+
+class SlowModel(FakeWorldModel):
+    """A model whose steps take `ms` milliseconds of wall time."""
+
+    def __init__(self, ms: float):
+        super().__init__()
+        self.ms = ms
+
+    def step(self, actions):
+        import time
+
+        time.sleep(self.ms / 1000)
+        return super().step(actions)
+
+
+def test_slow_steps_warn_once(capsys):
+    s = Session(SlowModel(30), keymap_for("atari", BREAKOUT, 4), fake_context(), fps=100, threads=2)
+    for _ in range(3):
+        s.tick([])
+    assert s.status().warning == "" and capsys.readouterr().err == ""  # not yet: a few steps may be warm-up
+    for _ in range(6):
+        s.tick([])
+    warning = s.status().warning
+    assert "model steps take" in warning and "100 fps" in warning and "threads=2" in warning
+    assert 30 <= s.status().step_ms < 1000
+    err = capsys.readouterr().err
+    assert err.count("warning: ") == 1 and "\n" == err[-1] and err.count("\n") == 1
+    for _ in range(6):
+        s.tick([])
+    assert capsys.readouterr().err == ""  # once
+    fast = Session(FakeWorldModel(), keymap_for("atari", BREAKOUT, 4), fake_context(), fps=15)
+    for _ in range(8):
+        fast.tick([])
+    assert fast.status().warning == ""
+
+
+def test_key_notes_show_while_held():
+    s = Session(FakeWorldModel(), keymap_for("atari", BREAKOUT, 4, game="Breakout"), fake_context())
+    s.tick(["d", "space"])
+    assert s.status().action == "RIGHT" and "no RIGHTFIRE in Breakout" in s.status().message
+    s.tick(["w"])
+    assert s.status().message == "w: no effect in Breakout"
+    s.tick([])
+    assert s.status().message == ""

@@ -5,6 +5,7 @@ import os
 import pytest
 
 from tests.test_play_fakes import BREAKOUT, PROCGEN_FAKE, FakeEnv, FakeWorldModel, fake_context
+from tests.test_play_keymaps import PONG
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
@@ -89,6 +90,36 @@ def test_header_and_help_text():
     assert any("latent 3" in line for line in help_lines) and any("FIRE" in line for line in help_lines)
     procgen = Window.help_lines(keymap_for("procgen", PROCGEN_FAKE, 4), None)
     assert any("hold Ctrl" in line and "left" in line for line in procgen)
+    key(pygame.K_ESCAPE)
+    w.run()
+
+
+def test_header_names_keys_with_no_effect_and_real_step_time():
+    session = Session(FakeWorldModel(), keymap_for("atari", PONG, 6, game="Pong"), fake_context(), FakeEnv)
+    w = Window(session, "atari/Pong (fake)", size=128, fps=1000)
+    w.update()
+    assert "a d: no effect in Pong" in w.header_lines()[3] and "w up (RIGHT)" in w.header_lines()[3]
+    key(pygame.K_a)
+    w.update()
+    assert w.header_lines()[3] == "a: no effect in Pong" and session.status().action == "NOOP"
+    key(pygame.K_a, up=True)
+    key(pygame.K_ESCAPE)
+    w.run()
+
+
+def test_header_shows_real_step_time_and_slow_warning():
+    from tests.test_play_session import SlowModel
+
+    session = Session(SlowModel(60), keymap_for("atari", BREAKOUT, 4), fake_context(), fps=60)
+    w = Window(session, "fake", size=128, fps=60)
+    for _ in range(8):
+        w.update()
+    line2 = w.header_lines()[1]
+    fps = float(line2.split(" fps")[0].split()[-1])
+    step_ms = float(line2.split("model ")[1].split(" ms")[0])
+    assert fps < 25 and "of 60" in line2  # the rate the frames really come at, beside the target
+    assert 60 <= step_ms < 1000
+    assert "model steps take" in w.header_lines()[3]
     key(pygame.K_ESCAPE)
     w.run()
 

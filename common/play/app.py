@@ -91,9 +91,12 @@ def run(cfg) -> None:
     minecraft = family == "oasis" and world_model.num_actions == len(MINECRAFT_ACTIONS) and not meanings
     source = MINECRAFT if minecraft else info.source
     title = f"{source or 'file'}/{info.game or ''} ({family})".replace("/ (", " (")
-    env_keymap = keymap_for(info.source, meanings, len(meanings)) if (latent and meanings) else None
+    env_keymap = (
+        keymap_for(info.source, meanings, len(meanings), game=info.game) if (latent and meanings) else None
+    )
     keymap = with_overrides(
-        keymap_for(source, meanings, world_model.num_actions, latent), dict(cfg.bindings or {})
+        keymap_for(source, meanings, world_model.num_actions, latent, game=info.game),
+        dict(cfg.bindings or {}),
     )
     if context_file:
         noop = env_keymap.default_action if env_keymap else keymap.default_action
@@ -117,6 +120,8 @@ def run(cfg) -> None:
         max_steps=int(cfg.max_steps),
         seed=int(cfg.seed),
         device=cfg.device,
+        fps=fps,
+        threads=int(cfg.threads),
     )
     from common.play.window import Window
 

@@ -3,9 +3,12 @@
 A keymap turns the keys held down (names as `pygame.key.name` gives them, in the order they were pressed)
 into one action index of the model:
 
-- Atari (as DIAMOND): W/A/S/D = up/left/down/right, Space = fire; the held combination is named the ALE
-  way ("UPRIGHTFIRE") and mapped onto the game's minimal action set, dropping what the game lacks
-  (Breakout has no UP: W+D+Space -> "RIGHTFIRE").
+- Atari: W/A/S/D move up/left/down/right *on screen*, Space = fire. Each key takes the ALE action component
+  that does that in this game (`ATARI_EFFECTS`: in Pong RIGHT moves the paddle up, so W is RIGHT); a key
+  that no action of the game does is inert and shown as such ("a d: no effect in Pong"). Held keys
+  combine into the ALE action of all their components where the game has it (Pong W+Space ->
+  "RIGHTFIRE"); where it lacks that action (Breakout's minimal set has no RIGHTFIRE) movement is kept and
+  fire dropped (D+Space -> "RIGHT"), and the header says so.
 - procgen (CoinRun): arrows, Space = jump (up); combinations named the procgen way ("LEFT_UP").
 - Crafter: WASD + crafter's own GUI keys for its action names (Space = do, Tab = sleep, R/T/F/P = place,
   1..6 = make).
@@ -14,11 +17,16 @@ into one action index of the model:
   vector in open-oasis' action order; arrows move the camera (`MinecraftKeymap`).
 - No action names known (e.g. `context=file:` without a dataset or env): action i on the i-th key.
 
-Keys the keymap does not bind are reported (`unbound`), never silently mapped.
+Keys the keymap does not bind are reported (`unbound`), never silently mapped; `note()` says why held keys
+do less than they ask. Extra bindings (`with_overrides`) must name a pygame key and an action of the game.
 """
 
 from __future__ import annotations
 
+import functools
+import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import ClassVar
@@ -27,8 +35,18 @@ import numpy as np
 
 LATENT_KEYS = "1234567890qwrtyuiopzxcvbn"  # no e, h, m: those are player controls
 
+DIRECTIONS = ("UP", "DOWN", "LEFT", "RIGHT")
+COMPONENTS = (*DIRECTIONS, "FIRE")  # what ALE's and procgen's combined action names are made of
+OPPOSITE = {"UP": "DOWN", "DOWN": "UP", "LEFT": "RIGHT", "RIGHT": "LEFT"}
+# key -> what it asks for on screen (a direction, or fire); the game's keymap turns it into a component
 ATARI_KEYS = {"w": "UP", "a": "LEFT", "s": "DOWN", "d": "RIGHT", "space": "FIRE"}
 PROCGEN_KEYS = {"up": "UP", "left": "LEFT", "down": "DOWN", "right": "RIGHT", "space": "UP"}
+# What an ALE action component does on screen where that differs from its name: game -> {component: effect}.
+# Pong: the paddle moves vertically, RIGHT up and LEFT down (measured with ale-py 0.12.1: 40 frames of RIGHT
+# take the player's paddle from row 69.5 to 2.5, LEFT to 157.5; tests/test_play_atari_effects.py holds
+# every entry to the emulator). Add a game here only with such a measurement.
+ATARI_EFFECTS = {"pong": {"RIGHT": "UP", "LEFT": "DOWN"}}
+UNBINDABLE = {"escape": "Esc quits the player"}
 CRAFTER_KEYS = {
     "a": "move_left",
     "d": "move_right",
@@ -99,9 +117,11 @@ class Keymap:
     """Held keys -> action index.
 
     bindings: key name -> component (directional keymaps: "UP"/"DOWN"/"LEFT"/"RIGHT"/"FIRE") or action
-    name (discrete keymaps). action_meanings: the model's action names, index = action.
+    name. action_meanings: the model's action names, index = action.
     combine: "atari" | "procgen" for directional keymaps, None for discrete ones (last bound key wins).
     hint: one line on the keys, shown in the player's header.
+    no_effect: keys of the layout that no action of this game performs -> what they ask ("left").
+    game: the game's name, for messages ("Pong"); None when unknown.
     """
 
     vector_actions: ClassVar[bool] = False  # True: actions are float vectors (A,), not indices
@@ -112,62 +132,88 @@ class Keymap:
     default_action: int | np.ndarray = 0
     legend: list[tuple[str, str]] = field(default_factory=list)
     hint: str = ""
+    no_effect: dict[str, str] = field(default_factory=dict)
+    game: str | None = None
 
     def __post_init__(self) -> None:
         if not self.legend:
             self.legend = [(key, name) for key, name in self.bindings.items()]
+        self._parts = [_components(name) if self.combine else None for name in self.action_meanings]
+
+    @property
+    def game_name(self) -> str:
+        return self.game or "this game"
 
     @property
     def keys(self) -> set[str]:
         return set(self.bindings)
 
     @property
-    def targets(self) -> set[str]:
-        """What a key can be bound to: action names, and the directions of a directional keymap."""
-        components = {"UP", "DOWN", "LEFT", "RIGHT", "FIRE"} if self.combine else set()
-        return set(self.action_meanings) | components
+    def targets(self) -> list[str]:
+        """What a key can be bound to: the game's action names, then the components they are made of."""
+        present = set().union(*(p for p in self._parts if p))
+        return list(self.action_meanings) + [
+            c for c in COMPONENTS if c in present and c not in self.action_meanings
+        ]
 
     def describe(self, action: int) -> str:
         """An action as the header shows it."""
         return self.action_meanings[action]
 
     def unbound(self, pressed: Sequence[str]) -> list[str]:
-        """The pressed keys this keymap has no action for."""
-        return [k for k in pressed if k not in self.bindings]
+        """The pressed keys this keymap has no action for (keys with no effect in this game are not unbound:
+        `note` names them)."""
+        return [k for k in pressed if k not in self.bindings and k not in self.no_effect]
 
     def action(self, pressed: Sequence[str]) -> int:
         """Keys held (in press order) -> action index; nothing bound held -> default_action (no-op)."""
+        return self._resolve(pressed)[0]
+
+    def note(self, pressed: Sequence[str]) -> str:
+        """Why the held keys do less than they ask ("" when they do all of it): a key with no effect in this
+        game, or a combination the game has no action for ("no RIGHTFIRE in Breakout: RIGHT")."""
+        return self._resolve(pressed)[1]
+
+    def _resolve(self, pressed: Sequence[str]) -> tuple[int, str]:
+        inert = [k for k in pressed if k in self.no_effect]
+        notes = [f"{' '.join(inert)}: no effect in {self.game_name}"] if inert else []
         held = [k for k in pressed if k in self.bindings]
         if not held:
-            return self.default_action
+            return self.default_action, "; ".join(notes)
         if self.combine is None:
-            return self.action_meanings.index(self.bindings[held[-1]])
-        return self._combination({self.bindings[k] for k in held})
+            return self.action_meanings.index(self.bindings[held[-1]]), "; ".join(notes)
+        whole = [self.bindings[k] for k in held if _components(self.bindings[k]) is None]
+        if whole:  # an action that does not combine (procgen's "Q"): the last one pressed wins
+            return self.action_meanings.index(whole[-1]), "; ".join(notes)
+        order = [c for k in held for c in sorted(_components(self.bindings[k]))]  # press order
+        wanted = {c for c in order if OPPOSITE.get(c) not in order}  # opposite directions cancel
+        action = self._combination(wanted, order)
+        got = self._parts[action] or frozenset()
+        if got != wanted:
+            notes.append(f"no {self._name(wanted)} in {self.game_name}: {self.action_meanings[action]}")
+        return action, "; ".join(notes)
 
-    def _combination(self, parts: set[str]) -> int:
-        vertical = _one_of(parts, "UP", "DOWN")
-        horizontal = _one_of(parts, "LEFT", "RIGHT")
-        fire = "FIRE" if "FIRE" in parts else ""
-        # most specific first, then drop what the game's action set lacks: vertical, horizontal, fire
-        for v, h, f in [
-            (vertical, horizontal, fire),
-            ("", horizontal, fire),
-            (vertical, "", fire),
-            ("", "", fire),
-            (vertical, horizontal, ""),
-            ("", horizontal, ""),
-            (vertical, "", ""),
-        ]:
-            name = self._name(v, h, f)
-            if name in self.action_meanings:
-                return self.action_meanings.index(name)
-        return self.default_action
+    def _combination(self, wanted: set[str], order: list[str]) -> int:
+        """The action doing the most of `wanted` and nothing else: movement first (a held fire key never stops
+        the paddle), then fire, then the direction pressed last."""
+        best, best_score = self.default_action, (-1,)
+        for i, parts in enumerate(self._parts):
+            if parts is None or not parts <= wanted:
+                continue
+            moves = parts - {"FIRE"}
+            last = max((len(order) - 1 - order[::-1].index(c) for c in moves), default=-1)
+            score = (len(moves), "FIRE" in parts, last)
+            if score > best_score:
+                best, best_score = i, score
+        return best
 
-    def _name(self, vertical: str, horizontal: str, fire: str) -> str:
+    def _name(self, parts: set[str]) -> str:
+        """A set of components as this source names the combined action ("RIGHTFIRE", "LEFT_UP")."""
+        vertical = "".join(p for p in ("UP", "DOWN") if p in parts)
+        horizontal = "".join(p for p in ("RIGHT", "LEFT") if p in parts)
         if self.combine == "atari":
-            return (vertical + horizontal + fire) or "NOOP"
-        parts = [p for p in (horizontal, vertical) if p]  # procgen: "LEFT_UP", "RIGHT_DOWN", "UP"
-        return "_".join(parts) or "NOOP"
+            return (vertical + horizontal + ("FIRE" if "FIRE" in parts else "")) or "NOOP"
+        return "_".join(p for p in (horizontal, vertical) if p) or "NOOP"  # procgen: "LEFT_UP"
 
 
 @dataclass
@@ -181,8 +227,8 @@ class MinecraftKeymap(Keymap):
     vector_actions: ClassVar[bool] = True
 
     @property
-    def targets(self) -> set[str]:
-        return (set(self.action_meanings) - {"cameraX", "cameraY"}) | set(CAMERA_MOVES)
+    def targets(self) -> list[str]:
+        return [n for n in self.action_meanings if n not in ("cameraX", "cameraY")] + list(CAMERA_MOVES)
 
     def action(self, pressed: Sequence[str]) -> np.ndarray:
         vector = np.zeros(len(self.action_meanings), dtype=np.float32)
@@ -193,6 +239,9 @@ class MinecraftKeymap(Keymap):
             else:
                 vector[self.action_meanings.index(name)] = 1.0
         return vector
+
+    def note(self, pressed: Sequence[str]) -> str:
+        return ""  # every Minecraft key combines with every other
 
     def describe(self, action: np.ndarray) -> str:
         """e.g. "forward+jump pitch +5 yaw -5" (camera in degrees); "noop" for the zero vector."""
@@ -209,16 +258,51 @@ class MinecraftKeymap(Keymap):
 def minecraft_keymap() -> MinecraftKeymap:
     zeros = np.zeros(len(MINECRAFT_ACTIONS), dtype=np.float32)
     hint = "wasd move  arrows look  space jump  j/k attack/use  (h: all keys)"
-    return MinecraftKeymap(dict(MINECRAFT_KEYS), list(MINECRAFT_ACTIONS), None, zeros, MINECRAFT_LEGEND, hint)
+    return MinecraftKeymap(
+        dict(MINECRAFT_KEYS), list(MINECRAFT_ACTIONS), None, zeros, MINECRAFT_LEGEND, hint, game="Minecraft"
+    )
 
 
-def atari_keymap(action_meanings: list[str]) -> Keymap:
-    return Keymap(ATARI_KEYS, list(action_meanings), combine="atari", default_action=_noop(action_meanings))
+def atari_keymap(action_meanings: list[str], game: str | None = None) -> Keymap:
+    """W/A/S/D/Space onto the ALE components that move up/left/down/right or fire in `game` (ATARI_EFFECTS)."""
+    effects = ATARI_EFFECTS.get(game_key(game), {})
+    bindings, no_effect, legend = _directional(ATARI_KEYS, action_meanings, effects)
+    for key, target in ATARI_KEYS.items():
+        if key in bindings:
+            component = bindings[key]
+            shown = component if target == component else f"{target.lower()} ({component})"
+            legend.append((key, shown))
+    keymap = Keymap(
+        bindings, list(action_meanings), "atari", _noop(action_meanings), legend, "", no_effect, game
+    )
+    hint = "  ".join(f"{k} {v}" for k, v in legend)
+    if no_effect:
+        hint += f"  {' '.join(no_effect)}: no effect in {keymap.game_name}"
+        keymap.legend = legend + [(k, f"no effect in {keymap.game_name}") for k in no_effect]
+    keymap.hint = hint
+    return keymap
 
 
-def procgen_keymap(action_meanings: list[str]) -> Keymap:
+def procgen_keymap(action_meanings: list[str], game: str | None = None) -> Keymap:
+    bindings, no_effect, _ = _directional(PROCGEN_KEYS, action_meanings, {})
     legend = [("arrows", "move"), ("space / up", "jump")]
-    return Keymap(PROCGEN_KEYS, list(action_meanings), "procgen", _noop(action_meanings), legend)
+    keymap = Keymap(
+        bindings, list(action_meanings), "procgen", _noop(action_meanings), legend, "", no_effect, game
+    )
+    keymap.legend += [(k, f"no effect in {keymap.game_name}") for k in no_effect]
+    return keymap
+
+
+def _directional(
+    keys: dict[str, str], action_meanings: list[str], effects: dict[str, str]
+) -> tuple[dict[str, str], dict[str, str], list]:
+    """keys (key -> direction on screen or FIRE) -> (bindings key -> the component doing it in this game,
+    no_effect key -> what it asks, an empty legend)."""
+    present = set().union(*(p for p in map(_components, action_meanings) if p))
+    doing = {effects.get(c, c): c for c in present}  # what it does on screen -> component
+    bindings = {k: doing[t] for k, t in keys.items() if t in doing}
+    no_effect = {k: t.lower() for k, t in keys.items() if t not in doing}
+    return bindings, no_effect, []
 
 
 def crafter_keymap(action_meanings: list[str]) -> Keymap:
@@ -242,10 +326,14 @@ def discrete_keymap(action_meanings: list[str]) -> Keymap:
 
 
 def keymap_for(
-    source: str | None, action_meanings: list[str] | None, num_actions: int, latent: bool = False
+    source: str | None,
+    action_meanings: list[str] | None,
+    num_actions: int,
+    latent: bool = False,
+    game: str | None = None,
 ) -> Keymap:
-    """The keymap of an environment source ("atari" / "procgen" / "crafter" / "minecraft"), or latent keys
-    for Genie; numbered keys when the action names are unknown."""
+    """The keymap of an environment source ("atari" / "procgen" / "crafter" / "minecraft") and game, or
+    latent keys for Genie; numbered keys when the action names are unknown."""
     if latent:
         return latent_keymap(num_actions)
     if source == MINECRAFT:
@@ -257,29 +345,76 @@ def keymap_for(
     if len(action_meanings) != num_actions:
         n = len(action_meanings)
         raise ValueError(f"the model has {num_actions} actions but the environment names {n}")
-    builders = {"atari": atari_keymap, "procgen": procgen_keymap, "crafter": crafter_keymap}
-    return builders.get(source, discrete_keymap)(action_meanings)
+    if source == "atari":
+        return atari_keymap(action_meanings, game)
+    if source == "procgen":
+        return procgen_keymap(action_meanings, game)
+    keymap = crafter_keymap(action_meanings) if source == "crafter" else discrete_keymap(action_meanings)
+    return replace(keymap, game=game)
 
 
 def with_overrides(keymap: Keymap, overrides: dict[str, str] | None) -> Keymap:
-    """Bind extra keys (key name -> action name) on top of a keymap; an unknown action is a one-line error."""
+    """Bind extra keys (pygame key name -> action name of this game) on top of a keymap.
+
+    Errors (one line, listing what is valid): a key name pygame does not know, a key the player needs
+    (Esc), an action name the game does not have (Breakout: NOOP, FIRE, RIGHT, LEFT)."""
     if not overrides:
         return keymap
-    bindings = dict(keymap.bindings)
+    bindings, no_effect = dict(keymap.bindings), dict(keymap.no_effect)
     valid = keymap.targets
     for key, name in overrides.items():
+        key, name = str(key), str(name)
+        if key in UNBINDABLE:
+            raise ValueError(f"bindings: {key!r} cannot be bound ({UNBINDABLE[key]})")
+        if key not in key_names():
+            raise ValueError(f"bindings: {key!r} is not a key name; key names (pygame's): {_key_list()}")
         if name not in valid:
-            raise ValueError(f"key {key!r} bound to {name!r}, not an action of this model: {sorted(valid)}")
-        bindings[str(key)] = name
-    legend = keymap.legend + [(k, v) for k, v in overrides.items()]
-    return replace(keymap, bindings=bindings, legend=legend)
+            raise ValueError(
+                f"bindings: {name!r} is not an action of {keymap.game or 'this model'}; its actions: {', '.join(valid)}"
+            )
+        bindings[key] = name
+        no_effect.pop(key, None)
+    legend = [(k, v) for k, v in keymap.legend if k not in overrides] + [(k, v) for k, v in overrides.items()]
+    return replace(keymap, bindings=bindings, legend=legend, no_effect=no_effect)
 
 
-def _one_of(parts: set[str], a: str, b: str) -> str:
-    """The one of two opposite directions held, or "" for neither or both (they cancel)."""
-    if (a in parts) == (b in parts):
-        return ""
-    return a if a in parts else b
+def game_key(game: str | None) -> str:
+    """A game's name as ATARI_EFFECTS keys it: "ALE/Pong-v5", "atari:Pong", "PONG" -> "pong"."""
+    name = (game or "").lower().split("/")[-1].split(":")[-1]
+    return re.sub(r"[^a-z0-9]", "", re.sub(r"-v\d+$", "", name))
+
+
+@functools.cache
+def key_names() -> frozenset[str]:
+    """Every key name `pygame.key.name` gives (what the window reports held keys as)."""
+    os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
+    import pygame
+
+    with warnings.catch_warnings():  # the names are static: no display needed
+        warnings.simplefilter("ignore")
+        names = {pygame.key.name(getattr(pygame, k)) for k in dir(pygame) if k.startswith("K_")}
+    return frozenset(n for n in names if n)
+
+
+def _key_list() -> str:
+    """The key names, ranges folded: "a-z, 0-9, f1-f15, [0]-[9] (keypad), backspace, ..."."""
+    names = key_names()
+    folded = {chr(c) for c in range(ord("a"), ord("z") + 1)} | {str(i) for i in range(10)}
+    folded |= {f"f{i}" for i in range(1, 16)} | {f"[{i}]" for i in range(10)}
+    rest = sorted(n for n in names - folded - set(UNBINDABLE) if len(n) > 1)
+    return ", ".join(["a-z", "0-9", "f1-f15", "[0]-[9] (keypad)", *rest, "and punctuation as typed"])
+
+
+def _components(name: str) -> frozenset[str] | None:
+    """An action name as the set of components it combines: "RIGHTFIRE" -> {RIGHT, FIRE}, "LEFT_UP" ->
+    {LEFT, UP}, "NOOP" -> {}; None for an action that does not combine ("Q", "do")."""
+    if name.upper() == "NOOP":
+        return frozenset()
+    if "_" in name:
+        parts = name.split("_")
+        return frozenset(parts) if all(p in DIRECTIONS for p in parts) else None
+    match = re.fullmatch(r"(UP|DOWN)?(RIGHT|LEFT)?(FIRE)?", name)
+    return frozenset(p for p in match.groups() if p) if match and any(match.groups()) else None
 
 
 def _noop(action_meanings: list[str]) -> int:

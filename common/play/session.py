@@ -14,11 +14,19 @@ same action stream, and shows one of them (`view`: "model" or "env"). Commands:
 `tick(pressed)` advances one step unless paused; an automatic reset follows a predicted (or real) episode
 end, or `max_steps` steps. Genie's latent actions cannot drive the real env: its env runs on the env's own
 keymap (or random env actions) while the model takes the latent keys.
+
+Speed: the status carries the last model step's wall time and the rate steps really came at; when the
+median of the last `SLOW_STEPS` model steps is over `SLOW_FACTOR` times the target frame period, one
+warning goes to stderr and stays in the header (on a busy CPU, more torch threads can be far slower).
 """
 
 from __future__ import annotations
 
+import os
+import statistics
+import sys
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -43,6 +51,9 @@ COMMANDS = (
     "quit",
 )
 STEP_CHOICES = (10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000)
+SLOW_STEPS = 5  # model steps whose median decides "slow" (the first ones may be warm-up)
+SLOW_FACTOR = 3.0  # slow: the median step takes this many target frame periods
+RATE_STEPS = 10  # steps the shown rate is measured over
 
 
 @dataclass
@@ -60,7 +71,10 @@ class Status:
     paused: bool
     policy: str
     message: str
-    step_ms: float
+    step_ms: float  # wall time of the last model step
+    fps: float | None = None  # steps per second over the last RATE_STEPS steps (None: fewer than 2 yet)
+    target_fps: float | None = None
+    warning: str = ""  # the slow-step warning, once given
 
 
 class Session:
@@ -69,6 +83,8 @@ class Session:
     context: index -> Context (a held-out dataset episode), or None to take the context from the real env.
     make_env: builds the real environment (called once, on the first reset); None when there is none.
     keymap: keys -> model actions; env_keymap: keys -> env actions (None: same as keymap, i.e. same actions).
+    fps: the target frame rate (for the slow-step warning; None: no warning).
+    threads: torch CPU threads, named in the warning (None: torch.get_num_threads()).
     """
 
     def __init__(
@@ -82,6 +98,8 @@ class Session:
         seed: int = 0,
         device: str | torch.device = "cpu",
         view: str = "model",
+        fps: float | None = None,
+        threads: int | None = None,
     ) -> None:
         if context is None and make_env is None:
             raise ValueError(
@@ -104,7 +122,13 @@ class Session:
         self.show_help = False
         self.running = True
         self.episode = -1
-        self.message = ""
+        self.message = ""  # from the last command
+        self.key_note = ""  # about the keys held at the last step
+        self.target_fps = fps
+        self.threads = threads or torch.get_num_threads()
+        self.warning = ""
+        self._recent_ms: deque[float] = deque(maxlen=SLOW_STEPS)
+        self._step_ends: deque[float] = deque(maxlen=RATE_STEPS + 1)
         self.random_model = make_policy(
             "random", world_model.num_actions, seed, minecraft=keymap.vector_actions
         )
@@ -182,11 +206,7 @@ class Session:
         if self.paused and not self._step_once:
             return False
         self._step_once = False
-        unbound = self.keymap.unbound(pressed)
-        if self.env_keymap is not None:
-            unbound = [k for k in unbound if k not in self.env_keymap.keys]
-        if unbound and self.policy == "human":
-            self.message = f"key {unbound[-1]!r}: no action bound (h for help)"
+        self.key_note = self._key_note(pressed) if self.policy == "human" else ""
         model_action, env_action = self._actions(pressed)
         self.step(model_action, env_action)
         return True
@@ -199,7 +219,11 @@ class Session:
         start = time.perf_counter()
         with torch.inference_mode():
             out = self.world_model.step(action_batch(model_action, self.device))
-        self.step_ms = 1000 * (time.perf_counter() - start)
+        end = time.perf_counter()
+        self.step_ms = 1000 * (end - start)
+        self._step_ends.append(end)
+        self._recent_ms.append(self.step_ms)
+        self._check_speed()
         self.model_frame = out.frames[0].cpu().numpy()
         if out.reward is not None:
             self.model_reward = float(out.reward[0])
@@ -234,15 +258,52 @@ class Session:
             done=self.env_done if env else self.model_done,
             paused=self.paused,
             policy=self.policy,
-            message=self.message,
+            message=self.message or self.key_note,
             step_ms=self.step_ms,
+            fps=self.fps,
+            target_fps=self.target_fps,
+            warning=self.warning,
         )
+
+    @property
+    def fps(self) -> float | None:
+        """Steps per second over the last RATE_STEPS steps (model, env and drawing together)."""
+        ends = self._step_ends
+        return (len(ends) - 1) / (ends[-1] - ends[0]) if len(ends) > 1 and ends[-1] > ends[0] else None
 
     def close(self) -> None:
         if self.env is not None:
             self.env.close()
 
     # --- internals ------------------------------------------------------------------------------------
+    def _key_note(self, pressed: Sequence[str]) -> str:
+        """What the held keys do not do: unbound keys, keys with no effect in this game, missing combinations."""
+        unbound = self.keymap.unbound(pressed)
+        if self.env_keymap is not None:
+            unbound = [
+                k for k in unbound if k not in self.env_keymap.keys and k not in self.env_keymap.no_effect
+            ]
+        if unbound:
+            return f"key {unbound[-1]!r}: no action bound (h for help)"
+        return (self.env_keymap or self.keymap).note(pressed)
+
+    def _check_speed(self) -> None:
+        """Warn once (stderr and header) when model steps are far slower than the target frame rate."""
+        if self.warning or not self.target_fps or len(self._recent_ms) < SLOW_STEPS:
+            return
+        ms, period = statistics.median(self._recent_ms), 1000.0 / self.target_fps
+        if ms <= SLOW_FACTOR * period:
+            return
+        self.warning = (
+            f"model steps take {ms:.0f} ms, {ms / period:.0f}x the {period:.0f} ms of {self.target_fps:g} fps"
+        )
+        if self.threads > 1:
+            load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+            self.warning += (
+                f": try threads=1 (now threads={self.threads}; load {load:.1f} on {os.cpu_count()} CPUs)"
+            )
+        print(f"warning: {self.warning}", file=sys.stderr)
+
     def _ensure_env(self) -> None:
         if self.env is not None or self.make_env is None or self.env_error:
             return

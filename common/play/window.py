@@ -130,18 +130,22 @@ class Window:
         pg.display.flip()
 
     def header_lines(self) -> list[str]:
+        """Title and view; step, the rate steps really come at (of the target) and the last model step's
+        wall time; action, reward, done; a message (keys held, last command), the slow-step warning or the
+        key hint."""
         st = self.session.status()
         view = "WORLD MODEL" if st.view == "model" else "REAL ENV"
-        fps = self.clock.get_fps()
+        fps = "-" if st.fps is None else f"{st.fps:.1f}"
         flags = " PAUSED" if st.paused else ""
         line1 = f"{self.title} | {view}{flags} | {st.policy} | h: help"
-        line2 = f"step {st.step}/{st.max_steps}  ep {st.episode}  {fps:4.1f} fps  model {st.step_ms:.0f} ms"
+        target = f"{st.target_fps or self.fps:g}"
+        line2 = f"step {st.step}/{st.max_steps}  ep {st.episode}  {fps} fps of {target}  model {st.step_ms:.0f} ms"
         parts = [f"action {st.action}"]
         if st.reward is not None:
             parts.append(f"reward {st.reward:+.2f}  return {st.ret:+.2f}")
         if st.done is not None:
             parts.append(f"done {st.done}")
-        line4 = st.message or self.session.keymap.hint
+        line4 = st.message or st.warning or self.session.keymap.hint
         if not line4 and self.session.latent:  # Genie: the latent action keys, always in sight
             keys = [k for k, _ in self.session.keymap.legend]
             line4 = (

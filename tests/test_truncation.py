@@ -75,12 +75,14 @@ def test_atari_frame_limit_is_a_truncation_and_game_over_a_terminal():
 
 def test_crafter_length_is_a_truncation_and_death_a_terminal():
     env = make_env("crafter", length=20)
-    steps, _, truncated = _run(env, 0)
-    assert (steps, truncated) == (20, True)
-    env.reset(0)
+    env.reset(0)  # one world (a reset takes seconds): a death first, then the length limit
+    health = env._env._player.health
     env._env._player.health = 0  # a death, by Crafter's own rule
     _, _, done = env.step(0)
     assert done and not env.truncated
+    env._env._player.health = health
+    ends = [env.step(0)[2] for _ in range(19)]
+    assert ends == [False] * 18 + [True] and env.truncated, "Crafter's length (20 steps) is a truncation"
 
 
 def test_collected_procgen_time_limit_ends_are_not_terminals(tmp_path):

@@ -118,7 +118,7 @@ def test_pong_keys_follow_what_each_action_does():
     assert name("a") == "NOOP" and name("d") == "NOOP" and name("d", "space") == "FIRE"
     assert km.no_effect == {"a": "left", "d": "right"}
     assert "no effect" in km.note(["d"]) and km.note(["w"]) == ""
-    assert "a d: no effect in Pong" in km.hint
+    assert km.summary() == "w up (RIGHT)  s down (LEFT)  space FIRE  a d: no effect in Pong"
     for game in ("ALE/Pong-v5", "pong", "PONG"):  # the forms a game is named in
         assert PONG[keymap_for("atari", PONG, 6, game=game).action(["w"])] == "RIGHT"
 
@@ -131,8 +131,9 @@ def test_combined_keys_take_the_combined_action_where_the_game_has_it():
     assert BREAKOUT[bk.action(["d", "space"])] == "RIGHT"
     assert "no RIGHTFIRE in Breakout" in bk.note(["d", "space"])
     assert BREAKOUT[bk.action(["space"])] == "FIRE"
-    assert bk.no_effect == {"w": "up", "s": "down"} and "w s: no effect in Breakout" in bk.hint
+    assert bk.no_effect == {"w": "up", "s": "down"} and "w s: no effect in Breakout" in bk.summary()
     # a user binding to a combined action combines like the rest
     pong = with_overrides(keymap_for("atari", PONG, 6, game="Pong"), {"x": "RIGHTFIRE", "d": "FIRE"})
     assert PONG[pong.action(["x"])] == "RIGHTFIRE" and PONG[pong.action(["s", "d"])] == "LEFTFIRE"
-    assert "d" not in pong.no_effect
+    assert "d" not in pong.no_effect and pong.summary().endswith("a: no effect in Pong")
+    assert ("d", "FIRE") in pong.legend and ("d", "no effect in Pong") not in pong.legend

@@ -138,7 +138,14 @@ class Keymap:
     def __post_init__(self) -> None:
         if not self.legend:
             self.legend = [(key, name) for key, name in self.bindings.items()]
+        self.legend = [(k, v) for k, v in self.legend if k not in self.no_effect]
+        self.legend += [(k, f"no effect in {self.game_name}") for k in self.no_effect]
         self._parts = [_components(name) if self.combine else None for name in self.action_meanings]
+
+    def summary(self) -> str:
+        """The header's key line: the hint, then the keys with no effect ("a d: no effect in Pong")."""
+        inert = f"{' '.join(self.no_effect)}: no effect in {self.game_name}" if self.no_effect else ""
+        return "  ".join(part for part in (self.hint, inert) if part)
 
     @property
     def game_name(self) -> str:
@@ -265,44 +272,32 @@ def minecraft_keymap() -> MinecraftKeymap:
 
 def atari_keymap(action_meanings: list[str], game: str | None = None) -> Keymap:
     """W/A/S/D/Space onto the ALE components that move up/left/down/right or fire in `game` (ATARI_EFFECTS)."""
-    effects = ATARI_EFFECTS.get(game_key(game), {})
-    bindings, no_effect, legend = _directional(ATARI_KEYS, action_meanings, effects)
-    for key, target in ATARI_KEYS.items():
-        if key in bindings:
-            component = bindings[key]
-            shown = component if target == component else f"{target.lower()} ({component})"
-            legend.append((key, shown))
-    keymap = Keymap(
-        bindings, list(action_meanings), "atari", _noop(action_meanings), legend, "", no_effect, game
+    bindings, no_effect = _directional(ATARI_KEYS, action_meanings, ATARI_EFFECTS.get(game_key(game), {}))
+    legend = [(k, c if ATARI_KEYS[k] == c else f"{ATARI_KEYS[k].lower()} ({c})") for k, c in bindings.items()]
+    hint = "  ".join(f"{k} {v}" for k, v in legend)  # "w up (RIGHT)  s down (LEFT)  space FIRE"
+    return Keymap(
+        bindings, list(action_meanings), "atari", _noop(action_meanings), legend, hint, no_effect, game
     )
-    hint = "  ".join(f"{k} {v}" for k, v in legend)
-    if no_effect:
-        hint += f"  {' '.join(no_effect)}: no effect in {keymap.game_name}"
-        keymap.legend = legend + [(k, f"no effect in {keymap.game_name}") for k in no_effect]
-    keymap.hint = hint
-    return keymap
 
 
 def procgen_keymap(action_meanings: list[str], game: str | None = None) -> Keymap:
-    bindings, no_effect, _ = _directional(PROCGEN_KEYS, action_meanings, {})
+    bindings, no_effect = _directional(PROCGEN_KEYS, action_meanings, {})
     legend = [("arrows", "move"), ("space / up", "jump")]
-    keymap = Keymap(
+    return Keymap(
         bindings, list(action_meanings), "procgen", _noop(action_meanings), legend, "", no_effect, game
     )
-    keymap.legend += [(k, f"no effect in {keymap.game_name}") for k in no_effect]
-    return keymap
 
 
 def _directional(
     keys: dict[str, str], action_meanings: list[str], effects: dict[str, str]
-) -> tuple[dict[str, str], dict[str, str], list]:
-    """keys (key -> direction on screen or FIRE) -> (bindings key -> the component doing it in this game,
-    no_effect key -> what it asks, an empty legend)."""
+) -> tuple[dict[str, str], dict[str, str]]:
+    """keys (key -> direction on screen, or FIRE) -> (key -> the component doing that in this game,
+    key -> what it asks for, where no action of the game does it)."""
     present = set().union(*(p for p in map(_components, action_meanings) if p))
     doing = {effects.get(c, c): c for c in present}  # what it does on screen -> component
     bindings = {k: doing[t] for k, t in keys.items() if t in doing}
     no_effect = {k: t.lower() for k, t in keys.items() if t not in doing}
-    return bindings, no_effect, []
+    return bindings, no_effect
 
 
 def crafter_keymap(action_meanings: list[str]) -> Keymap:

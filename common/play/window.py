@@ -145,7 +145,7 @@ class Window:
             parts.append(f"reward {st.reward:+.2f}  return {st.ret:+.2f}")
         if st.done is not None:
             parts.append(f"done {st.done}")
-        line4 = st.message or st.warning or self.session.keymap.hint
+        line4 = st.message or st.warning or self.session.keymap.summary()
         if not line4 and self.session.latent:  # Genie: the latent action keys, always in sight
             keys = [k for k, _ in self.session.keymap.legend]
             line4 = (

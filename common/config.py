@@ -3,6 +3,8 @@
 - `${wp_root:}`: the repository root (data/ and outputs/ default below it).
 - `${wp_num_actions:source,game}`: the environment's action count, so `data.num_actions` is always right
   for the chosen game (Atari's minimal action sets differ per game).
+- `${wp_game:source,game}`: the game's one name however it was typed (`ms_pacman`, `ALE/MsPacman-v5` ->
+  `MsPacman`; `common.data.envs.canonical_game`), so dataset names follow the game.
 """
 
 from __future__ import annotations
@@ -14,6 +16,13 @@ from omegaconf import OmegaConf
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
+
+
+@cache
+def canonical_game(source: str, game: str | None = None) -> str:
+    from common.data.envs import canonical_game
+
+    return canonical_game(source, game)
 
 
 @cache
@@ -34,6 +43,8 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("wp_root", lambda: str(ROOT))
     if not OmegaConf.has_resolver("wp_num_actions"):
         OmegaConf.register_new_resolver("wp_num_actions", lambda s, g=None: num_actions(s, g))
+    if not OmegaConf.has_resolver("wp_game"):
+        OmegaConf.register_new_resolver("wp_game", lambda s, g=None: canonical_game(s, g))
 
 
 register_resolvers()

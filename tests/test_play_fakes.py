@@ -61,6 +61,7 @@ class FakeWorldModel:
 class FakeEnv:
     source, env_id, fps = "atari", "FakeBreakout", 15
     frame_shape = (64, 64, 3)
+    deterministic = True  # a level's frames follow from its seed and the actions
 
     def __init__(self, action_meanings=BREAKOUT, episode: int = 1000):
         self.action_meanings = list(action_meanings)

@@ -5,7 +5,10 @@
     frame, reward, done = env.step(action)    # action: int in [0, env.num_actions)
 
 When `done` is True the returned frame is not part of the episode (procgen has already moved on to
-the next level's first frame); collectors stop there. Every adapter is deterministic given the seed.
+the next level's first frame); collectors stop there. `env.deterministic` says whether a reset on a seed
+followed by the same actions gives the same frames (all three adapters do; play's replay of the real
+env onto a recorded episode is exact only then). `canonical_game(source, game)` reads the game names people
+type.
 
 `env.truncated` tells why an episode ended: True when the last step hit a time limit (procgen's own
 timeout, ALE's `max_num_frames_per_episode`, Crafter's `length`) rather than the game's own rules (a
@@ -14,8 +17,12 @@ death, a level complete, game over). A truncation is never stored as a terminal.
 
 from __future__ import annotations
 
+import collections
+import difflib
+import re
 import struct
 import warnings
+from functools import cache
 
 import numpy as np
 
@@ -36,6 +43,7 @@ class Env:
     action_meanings: list[str]
     frame_shape: tuple[int, int, int]
     fps: int
+    deterministic: bool  # reset(seed) + the same actions -> the same frames, rewards and ends, every run
     truncated: bool = False  # the last step ended the episode by a time limit, not by the game's rules
 
     def reset(self, seed: int) -> np.ndarray:
@@ -55,16 +63,16 @@ class Env:
 
 
 class ProcgenEnv(Env):
-    """Any procgen game at 64x64; `reset(seed)` plays level `seed` (num_levels=1)."""
+    """Any procgen game at 64x64; `reset(seed)` plays level `seed` (num_levels=1, rand_seed=seed)."""
 
     source = "procgen"
     fps = 15
+    deterministic = True
 
     def __init__(self, game: str = "coinrun", distribution_mode: str = "hard", **options):
         """time_limit: procgen's own episode length limit in steps (1000 in most games, 500 in maze and
         leaper, 2000-6000 in a few), read from the game's state; an episode it ends is truncated."""
-        if game not in PROCGEN_GAMES:
-            raise ValueError(f"unknown procgen game {game!r} (known: {', '.join(PROCGEN_GAMES)})")
+        game = canonical_game("procgen", game)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             from procgen import ProcgenGym3Env
@@ -149,10 +157,13 @@ class AtariEnv(Env):
     no-op starts, RGB resized to 64x64 by area averaging, minimal action set, no sticky actions.
 
     max_num_frames_per_episode: ALE's own time limit in emulator frames (4 per step; 0: none); an
-    episode it ends is truncated, a game over (all lives lost) is a terminal."""
+    episode it ends is truncated, a game over (all lives lost) is a terminal.
+
+    Deterministic: `reset(seed)` seeds the no-op count and ALE (whose sticky actions draw from it)."""
 
     source = "atari"
     fps = 15
+    deterministic = True
 
     def __init__(
         self,
@@ -166,15 +177,12 @@ class AtariEnv(Env):
         from ale_py import ALEInterface, LoggerMode, roms
 
         ALEInterface.setLoggerMode(LoggerMode.Error)
-        rom_name = "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(game))
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self._rom = roms.get_rom_path(rom_name)
-        except Exception:  # noqa: BLE001 - ale-py raises different errors across versions
-            self._rom = None
+        game = canonical_game("atari", game)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            self._rom = roms.get_rom_path(_atari_roms()[_name_key(game)])
         if self._rom is None:
-            raise ValueError(f"unknown Atari game {game!r} (ale-py ships no ROM {rom_name!r})")
+            raise ValueError(f"Atari game {game!r}: ale-py lists it but ships no ROM file for it")
         self._ale_cls, self.game = ALEInterface, game
         self.size, self.frame_skip, self.noop_max, self.sticky = size, frame_skip, noop_max, sticky_actions
         self.max_frames = int(max_num_frames_per_episode)
@@ -226,11 +234,66 @@ class AtariEnv(Env):
         return self._observe(screens), float(reward), done
 
 
+class _InsertionOrderedSet:
+    """The part of `set` that crafter's World uses for a chunk's objects (add, remove, iterate, len),
+    iterating in insertion order rather than in the order of the objects' memory addresses."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self) -> None:
+        self._items: dict = {}
+
+    def add(self, obj) -> None:
+        self._items[obj] = None
+
+    def remove(self, obj) -> None:
+        del self._items[obj]
+
+    def __contains__(self, obj) -> bool:
+        return obj in self._items
+
+    def __iter__(self):
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def _order_chunks(world) -> None:
+    """Replace crafter's per-chunk `set`s of objects by insertion-ordered ones, members in the order the
+    objects were added (World.objects' order), after a reset generated the world.
+
+    `crafter.Env._balance_object` despawns `creatures[random.randint(0, len(creatures))]` from a list built
+    by iterating the chunk's set, which hashes objects by identity: two runs of one seed with the same
+    actions drew the same random numbers but removed different creatures, and diverged (danijar/crafter
+    issues #31 and #36; with crafter 1.8.3, 5 of 8 worlds replayed in another process differed within
+    256 sticky random steps, the first from frame 19 on).
+    """
+    chunks = getattr(world, "_chunks", None)
+    if not isinstance(chunks, collections.defaultdict):
+        raise RuntimeError("crafter.engine.World has no _chunks dict: this crafter version is not supported")
+    ordered = collections.defaultdict(_InsertionOrderedSet)
+    for key in chunks:  # keep the chunks' order: Env._balance_chunk visits them in it
+        ordered[key] = _InsertionOrderedSet()
+    for obj in world.objects:
+        ordered[world.chunk_key(obj.pos)].add(obj)
+    if {k: set(v) for k, v in ordered.items()} != {k: set(v) for k, v in chunks.items()}:
+        raise RuntimeError(
+            "crafter's chunk sets do not match its objects: this crafter version is not supported"
+        )
+    world._chunks = ordered
+
+
 class CrafterEnv(Env):
-    """The `crafter` package at 64x64 with its 17 actions; `reset(seed)` generates world `seed`."""
+    """The `crafter` package at 64x64 with its 17 actions; `reset(seed)` generates world `seed`.
+
+    Deterministic from (seed, actions) because the adapter (1) iterates each chunk's creatures in insertion
+    order (`_order_chunks`; crafter itself iterates a set ordered by memory address), and (2) renders
+    exactly one observation per step (crafter's night noise draws from the world's random state)."""
 
     source = "crafter"
     fps = 10
+    deterministic = True
 
     def __init__(self, size: int = 64, length: int = 10000):
         import crafter
@@ -244,7 +307,9 @@ class CrafterEnv(Env):
 
     def reset(self, seed: int) -> np.ndarray:
         self._env = self._crafter.Env(size=(self.size, self.size), length=self.length, seed=int(seed))
-        return self._env.reset()
+        frame = self._env.reset()
+        _order_chunks(self._env._world)
+        return frame
 
     def step(self, action: int) -> tuple[np.ndarray, float, bool]:
         obs, reward, done, info = self._env.step(self._check_action(action))
@@ -253,11 +318,78 @@ class CrafterEnv(Env):
 
 
 def make_env(source: str, game: str | None = None, **options) -> Env:
-    """Build the adapter for `source` ("procgen", "atari", "crafter") and `game` (ignored by crafter)."""
+    """Build the adapter for `source` ("procgen", "atari", "crafter") and `game`, in any form
+    `canonical_game` reads (None: the source's default game). One-line ValueError for unknown names."""
+    if source not in SOURCES:
+        raise ValueError(f"unknown data source {source!r} (known: {', '.join(SOURCES)})")
+    game = canonical_game(source, game)
     if source == "procgen":
-        return ProcgenEnv(game or "coinrun", **options)
+        return ProcgenEnv(game, **options)
     if source == "atari":
-        return AtariEnv(game or "Breakout", **options)
+        return AtariEnv(game, **options)
+    return CrafterEnv(**options)
+
+
+# the forms a game name takes elsewhere: Gymnasium / ALE ids and their variants, procgen's gym ids
+_ATARI_FORMS = "MsPacman, ms_pacman, ALE/MsPacman-v5 or MsPacmanNoFrameskip-v4"
+_ATARI_ID = re.compile(r"^(?:ale/)?(?P<game>.+?)(?:noframeskip|deterministic)?(?:-v\d+)?$", re.IGNORECASE)
+_PROCGEN_ID = re.compile(r"^(?:procgen:)?(?:procgen-)?(?P<game>.+?)(?:-v\d+)?$", re.IGNORECASE)
+
+
+def _name_key(name: str) -> str:
+    """'Ms_Pac-man' -> 'mspacman': case, '_', '-' and spaces do not tell games apart."""
+    return re.sub(r"[^a-z0-9]", "", name.lower())
+
+
+@cache
+def _atari_roms() -> dict[str, str]:
+    """ale-py's ROM ids by name key: {'mspacman': 'ms_pacman', ...}."""
+    from ale_py import roms
+
+    ids = roms.get_all_rom_ids()
+    keys = {_name_key(rom): rom for rom in ids}
+    assert len(keys) == len(ids), "two ale-py ROM ids differ only in case or underscores"
+    return keys
+
+
+def _atari_name(rom: str) -> str:
+    """'ms_pacman' -> 'MsPacman': the game's name in Gymnasium's ALE ids (ALE/MsPacman-v5)."""
+    return rom.title().replace("_", "")
+
+
+def canonical_game(source: str, game: str | None) -> str:
+    """The one name of `game` in `source`, from the forms people type; a one-line ValueError otherwise.
+
+    atari: any of ale-py's games as MsPacman, ms_pacman, mspacman, ALE/MsPacman-v5, MsPacman-v4,
+    MsPacmanNoFrameskip-v4 or MsPacmanDeterministic-v4 -> 'MsPacman' (Gymnasium's spelling; the version
+    and frame-skip parts name the game only: frame skip and sticky actions come from `data.env`).
+    procgen: coinrun, CoinRun, procgen-coinrun-v0 or procgen:procgen-coinrun-v0 -> 'coinrun'.
+    crafter: None, 'default', 'crafter' or 'CrafterReward-v1' -> 'default'. None for atari / procgen is
+    their default game (Breakout / coinrun)."""
+    game = None if game is None else str(game)  # data.game=123 arrives as an int
+    if source == "atari":
+        match = _ATARI_ID.match(game or "Breakout")
+        rom = _atari_roms().get(_name_key(match["game"])) if match else None
+        if rom is None:
+            names = {key: _atari_name(rom) for key, rom in sorted(_atari_roms().items())}
+            typed = _name_key(match["game"] if match else game)
+            close = difflib.get_close_matches(typed, names, n=1, cutoff=0.8)
+            hint = f"did you mean {names[close[0]]}? " if close else ""
+            raise ValueError(
+                f"unknown Atari game {game!r} ({hint}one of ale-py's {len(names)} games, written as "
+                f"{_ATARI_FORMS}: {', '.join(sorted(names.values()))})"
+            )
+        return _atari_name(rom)
+    if source == "procgen":
+        match = _PROCGEN_ID.match(game or "coinrun")
+        name = _name_key(match["game"]) if match else ""
+        if name not in PROCGEN_GAMES:
+            close = difflib.get_close_matches(name, PROCGEN_GAMES, n=1, cutoff=0.8)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(f"unknown procgen game {game!r} ({hint}known: {', '.join(PROCGEN_GAMES)})")
+        return name
     if source == "crafter":
-        return CrafterEnv(**options)
+        if game is None or _name_key(game) in ("default", "crafter", "crafterreward", "crafterrewardv1"):
+            return "default"
+        raise ValueError(f"crafter has one game: data.game=default (got {game!r})")
     raise ValueError(f"unknown data source {source!r} (known: {', '.join(SOURCES)})")

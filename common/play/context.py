@@ -10,6 +10,7 @@ can replay the same level), and, from a dataset, the real continuation (for `pol
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,8 +215,28 @@ def _rgb(frame: np.ndarray) -> np.ndarray:
 
 
 def replay(env, context: Context) -> np.ndarray:
-    """Bring the real env to the last context frame: reset on the context's seed, replay its actions."""
+    """Bring the real env to the last context frame: reset on the context's seed, replay its actions.
+
+    Returns the env's frame, uint8 (H, W, C): the context's last frame when the env is deterministic from
+    (seed, actions) (`env.deterministic`) and the context was recorded by this env with these options.
+    Otherwise (e.g. a Crafter dataset collected before its adapter ordered creature updates) it warns
+    with the number of pixels that differ, and the env goes on from where the replay took it.
+    """
     frame = env.reset(context.seed)
     for a in context.actions[:-1]:
         frame, _, _ = env.step(int(a))
+    target = context.frames[-1]
+    differ = int((frame != target).any(-1).sum()) if frame.shape == target.shape else frame.size
+    if differ:
+        why = (
+            "the env is not deterministic from (seed, actions)"
+            if not env.deterministic
+            else "the context was recorded by another version of the env or with other env options"
+        )
+        warnings.warn(
+            f"{env.env_id}: replaying seed {context.seed} over {len(context.frames)} context frames reached a "
+            f"frame that differs from the context's last frame in {differ} pixels ({why}); the real env "
+            "goes on from its own frame",
+            stacklevel=2,
+        )
     return frame

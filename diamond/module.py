@@ -46,6 +46,12 @@ def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int) -> Tensor:
     return torch.stack([tp, (pred != zero_class).sum(), (target != zero_class).sum()]).float()
 
 
+def event_f1(tp: float, predicted: float, events: float) -> float | None:
+    """Micro F1 = 2 TP / (predicted + actual events) of the nonzero classes; None (undefined) when the split
+    holds no event: its recall is 0 / 0, and the 1.0 that 0 / 0 := 1 gives would read as a perfect score."""
+    return None if events == 0 else 2 * tp / (predicted + events)
+
+
 class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     family = "diamond"
     stage = "world_model"
@@ -250,9 +256,11 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         for key, c in self._f1_counts.items():
             c = self.trainer.strategy.reduce(c, reduce_op="sum") if self.trainer.world_size > 1 else c
             tp, npred, nact = c.tolist()
-            f1 = 1.0 if npred + nact == 0 else 2 * tp / (npred + nact)
+            f1 = event_f1(tp, npred, nact)
             name = "reward" if key == "rew" else "end"
-            self.log(f"{prefix}/{name}_f1", f1)
+            # no events: no F1 (W&B, CSV and metrics.json leave it out); the two counts below say why
+            if f1 is not None:
+                self.log(f"{prefix}/{name}_f1", f1)
             self.log(f"{prefix}/{name}_events", nact)  # nonzero rewards / terminations in the split's clips
             self.log(f"{prefix}/{name}_predicted", npred)  # how many the model predicted (the F1's context)
         self._f1_counts = {}

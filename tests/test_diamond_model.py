@@ -267,3 +267,43 @@ def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):
     trainer.save_checkpoint(path)
     again = DiamondModule.load_from_checkpoint(path, weights_only=True)
     assert again.hparams.channels == [8, 8]
+
+
+def test_f1_is_undefined_not_perfect_when_the_split_has_no_events(tmp_path):
+    """A test split without a nonzero reward or an episode end gives F1 = 0 / 0: nothing is logged under
+    test/{reward,end}_f1 (1.0 there read as a perfect score), the event and prediction counts are."""
+    import lightning as L
+
+    module = DiamondModule(**TINY, rollout_horizon=1)
+    with torch.no_grad():  # a constant head that predicts reward 0 and "not the end" everywhere
+        hidden, out = module.rew_end_model.head[0], module.rew_end_model.head[-1]
+        hidden.weight.zero_()
+        hidden.bias.fill_(1.0)
+        out.weight.zero_()
+        out.weight[1] = out.weight[3] = 1.0  # reward classes (-1, 0, +1), end classes (no, yes)
+    quiet = synthetic_batches(2, seed=3)
+    for batch in quiet:
+        batch["rewards"].zero_()
+        batch["terminals"].zero_()
+    trainer = L.Trainer(
+        logger=False, enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path
+    )
+    trainer.test(module, dataloaders=loader(quiet), verbose=False)
+    metrics = trainer.callback_metrics
+    for name in ("reward", "end"):
+        assert float(metrics[f"test/{name}_events"]) == 0 and float(metrics[f"test/{name}_predicted"]) == 0
+        assert f"test/{name}_f1" not in metrics, float(metrics[f"test/{name}_f1"])
+    with torch.no_grad():  # now it predicts an end everywhere: still no events, so still no F1
+        out.weight[4] = 2.0
+    trainer.test(module, dataloaders=loader(quiet), verbose=False)
+    assert float(trainer.callback_metrics["test/end_predicted"]) > 0
+    assert "test/end_f1" not in trainer.callback_metrics
+
+
+def test_event_f1_from_counts():
+    from diamond.module import event_f1
+
+    assert event_f1(tp=2, predicted=4, events=4) == 0.5
+    assert event_f1(tp=0, predicted=0, events=3) == 0.0  # events missed: F1 0, defined
+    assert event_f1(tp=3, predicted=3, events=3) == 1.0
+    assert event_f1(tp=0, predicted=0, events=0) is None and event_f1(tp=0, predicted=5, events=0) is None

@@ -280,7 +280,15 @@ class FinalLayer(nn.Module):
 
 
 class DiT(nn.Module):
-    """Spatio-temporal DiT predicting v for every frame: (B, T, C, H, W) -> (B, T, C, H, W)."""
+    """Spatio-temporal DiT predicting v for every frame: (B, T, C, H, W) -> (B, T, C, H, W).
+
+    Heads are hidden_size // num_heads wide (any even width; as in open-oasis, attention is
+    num_heads * head wide, which is less than hidden_size when num_heads does not divide it). Spatial
+    attention turns the leading 4 * (head // 4) channels of each head, temporal attention all of them.
+    external_cond_dim = 0: no action layer, the condition is ignored (open-oasis' DiT run with
+    external_cond=None; its nn.Identity path, which adds a hidden_size-wide condition as it is, is not
+    offered).
+    """
 
     def __init__(
         self,
@@ -296,16 +304,22 @@ class DiT(nn.Module):
         max_frames: int = 32,
     ):
         super().__init__()
-        if hidden_size % num_heads or (hidden_size // num_heads) % 4:
-            raise ValueError(f"hidden_size {hidden_size} / num_heads {num_heads} must be a multiple of 4")
+        head = hidden_size // num_heads if num_heads > 0 else 0
+        if head < 2 or head % 2:
+            raise ValueError(
+                f"head width hidden_size // num_heads = {hidden_size} // {num_heads} = {head} must be even "
+                "and at least 2: the temporal rotary table turns channel pairs (open-oasis' DiT cannot run "
+                "odd widths)"
+            )
         self.in_channels = self.out_channels = in_channels
         self.patch_size = patch_size
         self.max_frames = max_frames
         self.external_cond_dim = external_cond_dim
-        head = hidden_size // num_heads
         self.x_embedder = PatchEmbed(input_h, input_w, patch_size, in_channels, hidden_size)
         self.t_embedder = TimestepEmbedder(hidden_size)
-        self.spatial_rotary_emb = RotaryEmbedding(head // 2, kind="pixel", max_freq=256)
+        # open-oasis: RotaryEmbedding(dim=head // 2, "pixel", max_freq=256), head // 4 frequencies, which a
+        # table of width 2 * (head // 4) holds too when head // 2 is odd; and RotaryEmbedding(dim=head)
+        self.spatial_rotary_emb = RotaryEmbedding(2 * (head // 4), kind="pixel", max_freq=256)
         self.temporal_rotary_emb = RotaryEmbedding(head, kind="lang")
         self.external_cond = nn.Linear(external_cond_dim, hidden_size) if external_cond_dim > 0 else None
         rope_s, rope_t = self.spatial_rotary_emb, self.temporal_rotary_emb

@@ -5,9 +5,10 @@ Module structure and parameter names follow open-oasis `vae.py` (etched-ai/open-
 mlp.fc1,mlp.fc2}, enc_norm, quant_conv, post_quant_conv, decoder.{i}..., dec_norm, predictor.
 
 Shapes: images (B, 3, H, W) in [-1, 1]; tokens (B, N = gh * gw, D) in row-major grid order;
-latents (B, N, latent_dim). Attention rotates the first half of each head's channels with a 2-D
-'pixel' rotary table (max_freq = gh * gw). The diffusion model sees latents times `scaling_factor`
-(0.07843137255 = 1/12.75 for the released weights).
+latents (B, N, latent_dim). Attention rotates the leading 4 * (head_dim // 8) channels of each head (half
+of them when head_dim is a multiple of 8) with a 2-D 'pixel' rotary table (max_freq = gh * gw), as
+open-oasis' RotaryEmbedding(dim=head_dim // 4) does for any head width. The diffusion model sees latents
+times `scaling_factor` (0.07843137255 = 1/12.75 for the released weights).
 """
 
 from __future__ import annotations
@@ -73,7 +74,12 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Full self-attention over a (gh, gw) token grid with 2-D rotary on half of each head."""
+    """Full self-attention over a (gh, gw) token grid with 2-D rotary on the leading channels of each head.
+
+    open-oasis builds RotaryEmbedding(dim=head_dim // 4): head_dim // 8 frequencies pi * linspace(1,
+    gh * gw / 2, .), each turning one interleaved channel pair, rows then columns: 4 * (head_dim // 8)
+    channels (a table of width 2 * (head_dim // 8) holds the same frequencies when head_dim // 4 is odd).
+    """
 
     def __init__(self, dim: int, num_heads: int, grid_h: int, grid_w: int, qkv_bias: bool = True):
         super().__init__()
@@ -83,9 +89,9 @@ class Attention(nn.Module):
         self.grid_h, self.grid_w = grid_h, grid_w
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
         self.proj = nn.Linear(dim, dim)
-        rope = RotaryEmbedding(dim // num_heads // 4, kind="pixel", max_freq=grid_h * grid_w)
+        rope = RotaryEmbedding(2 * (dim // num_heads // 8), kind="pixel", max_freq=grid_h * grid_w)
         angles = rearrange(rope.axial_angles(grid_h, grid_w).detach(), "h w r -> (h w) r")
-        self.register_buffer("rotary_angles", angles, persistent=False)  # (N, head_dim / 2)
+        self.register_buffer("rotary_angles", angles, persistent=False)  # (N, 4 * (head_dim // 8))
 
     def forward(self, x: Tensor) -> Tensor:
         qkv = rearrange(self.qkv(x), "b n (three h d) -> three b h n d", three=3, h=self.num_heads)

@@ -184,8 +184,8 @@ def infer_dit_hparams(sd: dict[str, Tensor], path) -> dict:
         raise ConvertError(f"{path}: {t_name} is empty: a head width under 2, which open-oasis cannot build")
     if s_freqs.numel() != head // 4:
         raise ConvertError(
-            f"{path}: {s_name} has {s_freqs.numel()} entries; the head width {head} that {t_name} gives "
-            f"makes {head // 4}"
+            f"{path}: {s_name} has {s_freqs.numel()} entries, expected {head // 4} for the head width {head} "
+            f"that {t_name} gives: the two tables contradict each other"
         )
     depth = _count(sd, "blocks")
     heads = hidden // head
@@ -194,8 +194,8 @@ def infer_dit_hparams(sd: dict[str, Tensor], path) -> dict:
         heads = rows // 3 // head
         if rows % (3 * head) or heads < 1 or hidden // heads != head:
             raise ConvertError(
-                f"{path}: blocks.0.s_attn.to_qkv.weight has {rows} rows: not 3 x heads x {head} (the head "
-                f"width {t_name} gives) for any heads with {hidden} // heads = {head}"
+                f"{path}: blocks.0.s_attn.to_qkv.weight has {rows} rows, not 3 x heads x {head} for any "
+                f"heads with {hidden} // heads = {head} (the head width that {t_name} gives)"
             )
     if "external_cond.weight" in sd:
         _, num_actions = _need(sd, "external_cond.weight", path, 2)

@@ -134,8 +134,10 @@ def randomized(module: torch.nn.Module, seed: int = 1) -> torch.nn.Module:
 
 
 def tiny_vae(enc_dim=24, enc_heads=2, dec_dim=24, dec_heads=4) -> AutoencoderKL:
-    vae = AutoencoderKL(latent_dim=8, input_height=32, input_width=48, patch_size=8, enc_dim=enc_dim,
-                        enc_depth=1, enc_heads=enc_heads, dec_dim=dec_dim, dec_depth=2, dec_heads=dec_heads)  # fmt: skip
+    sizes = dict(
+        enc_dim=enc_dim, enc_depth=1, enc_heads=enc_heads, dec_dim=dec_dim, dec_depth=2, dec_heads=dec_heads
+    )
+    vae = AutoencoderKL(latent_dim=8, input_height=32, input_width=48, patch_size=8, **sizes)
     return randomized(vae)
 
 
@@ -289,3 +291,31 @@ def test_latent_grid_that_the_dit_patch_does_not_tile(tmp_path, capsys):
     argv[argv.index("48")] = "40"  # 32x40 frames: a 4x5 latent grid, DiT patch 2
     assert main(argv) == 2
     assert "latent grid 4x5" in one_line_error(capsys)
+
+
+@pytest.mark.parametrize(
+    "file, key, value, message",
+    [
+        (
+            "dit",
+            "blocks.0.s_attn.rotary_emb.freqs",
+            torch.zeros(3),
+            "has 3 entries, expected 4 for the head width 16",
+        ),
+        ("dit", "blocks.0.s_attn.to_qkv.weight", torch.zeros(90, 32), "has 90 rows, not 3 x heads x 16"),
+        (
+            "vae",
+            "quant_conv.weight",
+            torch.zeros(12, 24),
+            "quant_conv makes 12 channels for 8 latent channels",
+        ),
+    ],
+)
+def test_sizes_the_file_contradicts(tmp_path, capsys, file, key, value, message):
+    root = save_pair(tmp_path, tiny_dit(), tiny_vae())
+    sd = load_file(str(root / f"{file}.safetensors"))
+    sd[key] = value
+    save_file(sd, str(root / f"{file}.safetensors"))
+    assert main(convert_args(root, "--vae-heads", "4")) == 2
+    err = one_line_error(capsys)
+    assert f"{file}.safetensors: " in err and message in err

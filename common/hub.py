@@ -62,7 +62,8 @@ ATARI_100K_GAMES = (
 # - src/envs/env.py make_atari_env: gymnasium `<Game>NoFrameskip-v4` with full_action_space=False (the
 #   minimal action set), frameskip=1 in ALE, then AtariPreprocessing(noop_max=30, frame_skip=4).
 # - src/envs/atari_preprocessing.py: integers(1, noop_max + 1) no-ops at reset (1..30), the max over the
-#   last 2 of the 4 skipped frames, cv2 INTER_AREA resize of the RGB screen to size x size.
+#   last 2 of the 4 skipped frames, cv2 INTER_AREA resize of the RGB screen to size x size (the
+#   adapter's resize="area" gives the same bytes).
 # - ale_py registration of `*NoFrameskip-v4`: repeat_action_probability 0.0 (no sticky actions),
 #   max_num_frames_per_episode 108000 (27000 agent steps): the episode limit, as max_episode_steps is null.
 # - config/trainer.yaml collection.test: epsilon 0.0, num_final_episodes 100; the agent samples actions from
@@ -74,6 +75,7 @@ DIAMOND_ATARI_ENV: dict[str, Any] = {
     "noop_min": 1,
     "sticky_actions": 0.0,
     "max_num_frames_per_episode": 108_000,
+    "resize": "area",
 }
 DIAMOND_EVAL = {"epsilon": 0.0, "episodes": 100, "greedy": False}  # config/trainer.yaml collection.test
 

@@ -154,7 +154,12 @@ def _procgen_time_limit(state: bytes, game: str) -> int:
 
 class AtariEnv(Env):
     """ale-py with DIAMOND's preprocessing: frame-skip 4 with a max over the last 2 frames, up to 30
-    no-op starts, RGB resized to 64x64 by area averaging, minimal action set, no sticky actions.
+    no-op starts, RGB resized to 64x64, minimal action set, no sticky actions.
+
+    noop_min, noop_max: a reset plays integers(noop_min, noop_max + 1) no-ops (DIAMOND: 1..30).
+    resize: "box", PIL's BOX filter (this adapter's frames so far); "area", each pixel the mean of the
+    screen area it covers, rounded: cv2.INTER_AREA's output exactly, which DIAMOND's frames are
+    (src/envs/atari_preprocessing.py). The two differ by up to 70 levels on Atari screens.
 
     max_num_frames_per_episode: ALE's own time limit in emulator frames (4 per step; 0: none); an
     episode it ends is truncated, a game over (all lives lost) is a terminal.
@@ -173,6 +178,8 @@ class AtariEnv(Env):
         noop_max: int = 30,
         sticky_actions: float = 0.0,
         max_num_frames_per_episode: int = 0,
+        noop_min: int = 0,
+        resize: str = "box",
     ):
         from ale_py import ALEInterface, LoggerMode, roms
 
@@ -186,6 +193,13 @@ class AtariEnv(Env):
         self._ale_cls, self.game = ALEInterface, game
         self.size, self.frame_skip, self.noop_max, self.sticky = size, frame_skip, noop_max, sticky_actions
         self.max_frames = int(max_num_frames_per_episode)
+        if resize not in ("box", "area"):
+            raise ValueError(
+                f"atari resize={resize!r}: use 'box' (PIL BOX) or 'area' (cv2 INTER_AREA, DIAMOND)"
+            )
+        if not 0 <= noop_min <= noop_max:
+            raise ValueError(f"atari noop_min={noop_min}: must lie in [0, noop_max={noop_max}]")
+        self.noop_min, self.resize = int(noop_min), resize
         self.env_id = f"atari:{game}"
         self._ale = None
         self._load(0)
@@ -206,12 +220,14 @@ class AtariEnv(Env):
         from PIL import Image
 
         frame = np.maximum(screens[-2], screens[-1]) if len(screens) > 1 else screens[-1]
+        if self.resize == "area":
+            return area_resize(frame, self.size, self.size)
         return np.asarray(Image.fromarray(frame).resize((self.size, self.size), Image.BOX))
 
     def reset(self, seed: int) -> np.ndarray:
         self._load(seed)
         self._rng = np.random.default_rng(seed)
-        for _ in range(int(self._rng.integers(0, self.noop_max + 1))):
+        for _ in range(int(self._rng.integers(self.noop_min, self.noop_max + 1))):
             self._ale.act(self._actions[0])
             if self._ale.game_over():
                 self._ale.reset_game()
@@ -232,6 +248,24 @@ class AtariEnv(Env):
         done = bool(self._ale.game_over())  # game over or ALE's frame limit
         self.truncated = done and not self._ale.game_over(with_truncation=False)
         return self._observe(screens), float(reward), done
+
+
+@cache
+def _area_weights(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in): output pixel i averages input pixel j by their overlap, [i, i + 1) * n_in / n_out."""
+    scale = n_in / n_out
+    lo, hi = np.arange(n_out)[:, None] * scale, np.arange(1, n_out + 1)[:, None] * scale
+    j = np.arange(n_in)[None]
+    return np.clip(np.minimum(hi, j + 1) - np.maximum(lo, j), 0, None) / scale
+
+
+def area_resize(frame: np.ndarray, height: int, width: int) -> np.ndarray:
+    """uint8 (H, W, C) -> uint8 (height, width, C), each pixel the mean of the area it covers, rounded
+    half up (float64): equal to cv2.resize(frame, (width, height), interpolation=cv2.INTER_AREA) when
+    shrinking (checked on 160 screens of 8 Atari games: 0 of 1,966,080 values differ)."""
+    x = np.tensordot(_area_weights(frame.shape[0], height), frame.astype(np.float64), axes=(1, 0))
+    x = np.tensordot(_area_weights(frame.shape[1], width), x, axes=(1, 1)).transpose(1, 0, 2)
+    return np.floor(x + 0.5).astype(np.uint8)
 
 
 class _InsertionOrderedSet:

@@ -192,6 +192,13 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.vae.eval()  # frozen, always in eval mode
         return self
 
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        """A resumed run keeps the latent scale it trained with (Lightning restores weights, not
+        hyperparameters): re-estimated on the first batch after resuming, it would differ."""
+        saved = (checkpoint.get("hyper_parameters") or {}).get("scaling_factor")
+        if self.hparams.scaling_factor is None and saved is not None:
+            self.hparams["scaling_factor"] = float(saved)
+
     @property
     def scaling_factor(self) -> float:
         if self.hparams.scaling_factor is None:

@@ -5,22 +5,28 @@
     <run_dir>/checkpoints/<stage>/last.ckpt    <run_dir>/csv/<stage>/metrics.csv    <run_dir>/metrics.json
 
 Handoff: a module kwarg named `<earlier stage>_ckpt` left null is filled with that stage's
-`last.ckpt` from the same run (Genie's dynamics takes `tokenizer_ckpt`, Oasis' DiT `vae_ckpt`).
+`last.ckpt` from the same run (Genie's dynamics takes `tokenizer_ckpt`, Oasis' DiT `vae_ckpt`); the
+module holds a frozen copy of the earlier stage as its submodule `<earlier stage>` (`tokenizer`, `vae`).
+`StageInputs` records which checkpoint that copy came from and keeps it current when the later stage
+resumes after the earlier one trained on (an extended run).
 `cfg.stage_overrides.<stage>` is merged into the config for that stage only (batch size, max_steps).
 """
 
 from __future__ import annotations
 
 import gc
+import hashlib
 import json
 import os
 import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
@@ -93,6 +99,103 @@ def module_config(cfg: DictConfig, stage: str, run_dir: Path) -> DictConfig:
             with open_dict(mcfg):
                 mcfg[key] = str(path)
     return mcfg
+
+
+def earlier_checkpoints(cfg: DictConfig, stage: str, mcfg: DictConfig) -> dict[str, str]:
+    """{earlier stage: the checkpoint path its `<earlier>_ckpt` kwarg holds} for the module config `mcfg`."""
+    names = list(cfg.model.keys())
+    return {e: str(mcfg[f"{e}_ckpt"]) for e in names[: names.index(stage)] if mcfg.get(f"{e}_ckpt")}
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """BLAKE2b (128-bit, hex) of a state dict: names, dtypes, shapes and bytes, in name order."""
+    h = hashlib.blake2b(digest_size=16)
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{tuple(state[name].shape)}|".encode())
+        h.update(memoryview(t.view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
+INPUTS_KEY = "stage_inputs"  # checkpoint key: {earlier stage: {"path", "global_step", "digest"}}
+
+
+class StageInputs(Callback):
+    """The earlier stages a stage is built on: recorded in its checkpoints, kept current on resume.
+
+    A later stage's module holds a frozen copy of each earlier stage it takes a `<earlier>_ckpt` for, as
+    its submodule `<earlier>`, loaded from that checkpoint when the module is built. Resuming the later
+    stage restores the copy from the later stage's own checkpoint: stale when the earlier stage trained on
+    since (a finished run rerun with a larger `trainer.max_steps`). This callback
+
+    - writes `checkpoint["stage_inputs"] = {earlier: {"path", "global_step", "digest"}}` into every full
+      checkpoint (digest: `weights_digest` of the frozen copy), so a checkpoint says what it was built on;
+    - `check_resume(path)`, before `trainer.fit(ckpt_path=path)`: when the copy in `path` differs from the
+      one just loaded, returns the line to print and, once Lightning has restored `path`, loads the new
+      weights back (`on_load_checkpoint`): the stage goes on from the earlier stage's final weights. A copy
+      of another shape (the earlier stage's architecture changed) is refused with a one-line StageError.
+
+    module: the later stage's module, just built; sources: {earlier stage: checkpoint path it was built from}.
+    """
+
+    def __init__(self, module: L.LightningModule, stage: str, sources: dict[str, str]):
+        self.module, self.stage = module, stage
+        self.inputs: dict[str, dict[str, Any]] = {}
+        self._restore: dict[str, dict[str, torch.Tensor]] = {}
+        self.replaced = False  # whether resuming loaded newer earlier-stage weights
+        for earlier, path in sources.items():
+            frozen = self._frozen(module, earlier)
+            saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+            digest = weights_digest(frozen.state_dict())
+            self.inputs[earlier] = {
+                "path": str(path),
+                "global_step": saved.get("global_step"),
+                "digest": digest,
+            }
+
+    def _frozen(self, module: L.LightningModule, earlier: str) -> torch.nn.Module:
+        frozen = getattr(module, earlier, None)
+        if not isinstance(frozen, torch.nn.Module):
+            raise StageError(
+                f"{type(module).__name__} takes {earlier}_ckpt but has no submodule {earlier!r} "
+                f"holding the {earlier} weights (common/stages.py: StageInputs)"
+            )
+        return frozen
+
+    def check_resume(self, path: str | Path) -> list[str]:
+        """Lines saying which earlier stages changed since `path` was written (empty: none did)."""
+        saved = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        recorded = saved.get(INPUTS_KEY) or {}
+        lines = []
+        for earlier, source in self.inputs.items():
+            prefix = f"{earlier}."
+            old = {k[len(prefix) :]: v for k, v in saved["state_dict"].items() if k.startswith(prefix)}
+            new = self._frozen(self.module, earlier).state_dict()
+            if {k: v.shape for k, v in old.items()} != {k: v.shape for k, v in new.items()}:
+                raise StageError(
+                    f"{path} holds a {earlier} of another shape than {source['path']} (the {earlier} "
+                    f"changed architecture): run stage={self.stage} resume=false to train {self.stage} "
+                    f"afresh on it, or use the {earlier} checkpoint {self.stage} was built on"
+                )
+            if weights_digest(old) == source["digest"]:
+                continue
+            was = (recorded.get(earlier) or {}).get("global_step", "?")
+            lines.append(
+                f"{self.stage}: the {earlier} weights changed since {path} was written ({earlier} step "
+                f"{was} -> {source['global_step']}, {source['path']}): {self.stage} resumes on the new ones"
+            )
+            self._restore[earlier] = {k: v.detach().clone() for k, v in new.items()}
+        return lines
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        # Lightning calls this after restoring the module's state_dict from the checkpoint
+        for earlier, weights in self._restore.items():
+            self._frozen(pl_module, earlier).load_state_dict(weights)
+            self.replaced = True
+        self._restore = {}
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        checkpoint[INPUTS_KEY] = {k: dict(v) for k, v in self.inputs.items()}
 
 
 def git_commit() -> str | None:
@@ -190,13 +293,18 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
     scfg = stage_config(cfg, stage)
     datamodule = hydra.utils.instantiate(scfg.data, _convert_="all")
     if cfg.train:
-        module = hydra.utils.instantiate(module_config(scfg, stage, run_dir), _convert_="all")
+        mcfg = module_config(scfg, stage, run_dir)
+        module = hydra.utils.instantiate(mcfg, _convert_="all")
+        inputs = StageInputs(module, stage, earlier_checkpoints(scfg, stage, mcfg))
     else:
+        mcfg = scfg.model[stage]
         module = load_for_eval(scfg, stage, cfg.ckpt_path)
+        inputs = None
+    callbacks = make_callbacks(scfg, stage, run_dir) + ([inputs] if inputs and inputs.inputs else [])
     trainer: L.Trainer = hydra.utils.instantiate(
         scfg.trainer,
         logger=make_loggers(scfg, stage, run_dir) or False,
-        callbacks=make_callbacks(scfg, stage, run_dir),
+        callbacks=callbacks,
         default_root_dir=str(run_dir),
     )
     metrics: dict[str, float] = {}
@@ -209,9 +317,13 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         )
         if resume:
             check_family(resume, module.family, stage)
+            for line in inputs.check_resume(resume):
+                if trainer.is_global_zero:
+                    print(line, file=sys.stderr, flush=True)
         trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
         exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
-        if not last_is_current(trainer, last):  # full state (resumable), for the next stage to find
+        # full state (resumable) for the next stage to find; rewritten when it got new earlier weights
+        if inputs.replaced or not last_is_current(trainer, last):
             trainer.save_checkpoint(last, weights_only=False)
         for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
             optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)

@@ -228,7 +228,7 @@ class EvalVideoCallback(Callback):
         write_video(path, grid, fps=self.video_fps)
         self.written.append(path)
         for logger in trainer.loggers:
-            if type(logger).__name__ == "WandbLogger":
+            if any(c.__name__ == "WandbLogger" for c in type(logger).__mro__):  # Lightning's or a subclass
                 import wandb
 
                 video = wandb.Video(str(path), fps=self.video_fps, format="mp4")

@@ -10,6 +10,9 @@ module holds a frozen copy of the earlier stage as its submodule `<earlier stage
 `StageInputs` records which checkpoint that copy came from and keeps it current when the later stage
 resumes after the earlier one trained on (an extended run).
 `cfg.stage_overrides.<stage>` is merged into the config for that stage only (batch size, max_steps).
+
+W&B: one run per (job, stage), finished when the stage ends (common/wandb_logger.py), its config the
+stage's own (`run_config`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +32,12 @@ import hydra
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
 from common.resume import exit_if_preempted, resume_checkpoint
+from common.wandb_logger import StageWandbLogger, logged_history
 
 
 class StageError(ValueError):
@@ -208,7 +215,20 @@ def git_commit() -> str | None:
         return None
 
 
-def make_loggers(cfg: DictConfig, stage: str, run_dir: Path) -> list:
+def run_config(cfg: DictConfig, stage: str, mcfg: DictConfig) -> dict[str, Any]:
+    """A stage's W&B run config: the stage's resolved config (the experiment's name and seed, the stage's
+    trainer and data, stage_overrides merged in) with `model` holding this stage's module only, `stage`
+    this stage, and the git commit."""
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("stage_overrides", None)
+    config["model"] = {stage: OmegaConf.to_container(mcfg, resolve=True)}
+    config["stage"] = stage
+    config["git_commit"] = git_commit()
+    return config
+
+
+def make_loggers(cfg: DictConfig, stage: str, run_dir: Path, mcfg: DictConfig | None = None) -> list:
+    """The stage's loggers: cfg is the stage's config (`stage_config`), mcfg its module config."""
     loggers = []
     for key, lcfg in (cfg.get("logger") or {}).items():
         if not isinstance(lcfg, DictConfig) or "_target_" not in lcfg:
@@ -218,18 +238,18 @@ def make_loggers(cfg: DictConfig, stage: str, run_dir: Path) -> list:
         elif key == "wandb":
             offline = lcfg.offline and os.environ.get("WANDB_MODE") != "online"
             os.environ.setdefault("WANDB_SILENT", "true")
-            logger = hydra.utils.instantiate(
-                lcfg,
+            run_id = _wandb_id(run_dir, stage)
+            make = hydra.utils.instantiate(lcfg, _partial_=True)  # Python objects below, not configs
+            logger = make(
                 save_dir=str(run_dir),
                 offline=offline,
                 name=f"{cfg.name}-seed{cfg.seed}-{stage}",
                 job_type=stage,
-                id=_wandb_id(run_dir, stage),
+                id=run_id,
                 resume="allow",
                 tags=list(cfg.get("tags") or []),
-            )
-            logger.log_hyperparams(
-                {"config": OmegaConf.to_container(cfg, resolve=True), "git_commit": git_commit()}
+                config=run_config(cfg, stage, cfg.model[stage] if mcfg is None else mcfg),
+                logged=logged_history(run_dir / "wandb", run_id) if rank_zero_only.rank == 0 else None,
             )
             loggers.append(logger)
         else:
@@ -243,8 +263,6 @@ def _wandb_id(run_dir: Path, stage: str) -> str:
     Only global rank 0 writes the file (and only it opens a W&B run); other DDP ranks get a throwaway id.
     """
     import uuid
-
-    from lightning.pytorch.utilities import rank_zero_only
 
     path = run_dir / "wandb_ids.json"
     ids = json.loads(path.read_text()) if path.is_file() else {}
@@ -301,40 +319,56 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         module = load_for_eval(scfg, stage, cfg.ckpt_path)
         inputs = None
     callbacks = make_callbacks(scfg, stage, run_dir) + ([inputs] if inputs and inputs.inputs else [])
-    trainer: L.Trainer = hydra.utils.instantiate(
-        scfg.trainer,
-        logger=make_loggers(scfg, stage, run_dir) or False,
-        callbacks=callbacks,
-        default_root_dir=str(run_dir),
-    )
-    metrics: dict[str, float] = {}
-    if cfg.train:
-        last = checkpoint_dir(run_dir, stage) / "last.ckpt"
-        resume = (
-            None
-            if scfg.trainer.fast_dev_run
-            else resume_checkpoint(cfg.resume, run_dir, stage, module.family)
+    loggers = make_loggers(scfg, stage, run_dir, mcfg)
+    with finishing(loggers):
+        trainer: L.Trainer = hydra.utils.instantiate(
+            scfg.trainer, logger=loggers or False, callbacks=callbacks, default_root_dir=str(run_dir)
         )
-        if resume:
-            check_family(resume, module.family, stage)
-            for line in inputs.check_resume(resume):
-                if trainer.is_global_zero:
-                    print(line, file=sys.stderr, flush=True)
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
-        exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
-        # full state (resumable) for the next stage to find; rewritten when it got new earlier weights
-        if inputs.replaced or not last_is_current(trainer, last):
-            trainer.save_checkpoint(last, weights_only=False)
-        for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
-            optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)
-        module.zero_grad(set_to_none=True)
-        gc.collect()
-    if cfg.test or not cfg.train:
-        trainer.test(module, datamodule=datamodule, verbose=False)
-        metrics = float_metrics(trainer.callback_metrics)
-        if trainer.is_global_zero:
-            write_metrics(run_dir, metrics)
+        metrics: dict[str, float] = {}
+        if cfg.train:
+            last = checkpoint_dir(run_dir, stage) / "last.ckpt"
+            resume = (
+                None
+                if scfg.trainer.fast_dev_run
+                else resume_checkpoint(cfg.resume, run_dir, stage, module.family)
+            )
+            if resume:
+                check_family(resume, module.family, stage)
+                for line in inputs.check_resume(resume):
+                    if trainer.is_global_zero:
+                        print(line, file=sys.stderr, flush=True)
+            trainer.fit(module, datamodule=datamodule, ckpt_path=resume)
+            exit_if_preempted(trainer, run_dir)  # a preemption signal stopped training: last.ckpt saved
+            # full state (resumable) for the next stage to find; rewritten when it got new earlier weights
+            if inputs.replaced or not last_is_current(trainer, last):
+                trainer.save_checkpoint(last, weights_only=False)
+            for optimizer in trainer.optimizers:  # testing needs no optimizer state or gradients: free them
+                optimizer.state.clear()  # (a paper-scale model holds 3x its weights in them)
+            module.zero_grad(set_to_none=True)
+            gc.collect()
+        if cfg.test or not cfg.train:
+            trainer.test(module, datamodule=datamodule, verbose=False)
+            metrics = float_metrics(trainer.callback_metrics)
+            if trainer.is_global_zero:
+                write_metrics(run_dir, metrics)
     return metrics
+
+
+@contextmanager
+def finishing(loggers: list) -> Iterator[None]:
+    """End the stage's W&B run when the stage ends, so that the next stage or sweep job opens its own;
+    its exit code: 0, a SystemExit's (a preemption, common/resume.py), or 1."""
+    code = 1
+    try:
+        yield
+        code = 0
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else 1
+        raise
+    finally:
+        for logger in loggers:
+            if isinstance(logger, StageWandbLogger):
+                logger.finish(code)
 
 
 def last_is_current(trainer: L.Trainer, path: Path) -> bool:

@@ -307,7 +307,9 @@ def evaluate(cfg) -> dict:
 def main() -> None:
     import hydra
 
-    @hydra.main(version_base="1.3", config_path="../conf", config_name="evaluate_agent")
+    from common.config import CONF_DIR
+
+    @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate_agent")
     def run(cfg) -> None:
         try:
             evaluate(cfg)

@@ -17,10 +17,10 @@ Downloads go through `huggingface_hub.hf_hub_download` only: its cache (`HF_HOME
 resumed transfers, `revision`, `HF_HUB_OFFLINE=1` (cached files only, no network) and `HF_ENDPOINT`
 (a mirror) all apply, read when `resolve` runs. The converted checkpoint lands in
 `$WORLDPLAY_CACHE/converted/` (default `~/.cache/worldplay/`), named by a hash of the source files'
-sha256 (for a Hub LFS file, its ETag), the game and the converter options: a second start finds it
-and converts nothing. Before the first conversion every downloaded file is checked against its
-ETag (sha256, or git's blob sha1); a corrupted or truncated file is deleted from the Hugging Face cache
-and nothing is converted. Conversion writes a temporary file in the same folder, then renames it, under
+sha256, the game and the converter options: a second start finds it and converts nothing. Every
+downloaded file is checked against its ETag (sha256 for LFS files, else git's blob sha1) the first time
+it is seen (then its hashes are remembered by path, size and mtime); a corrupted or truncated file is
+deleted from the Hugging Face cache and nothing is converted. Conversion writes a temporary file in the same folder, then renames it, under
 a file lock: an interrupted or concurrent start never leaves a half-written checkpoint.
 
 `resolve` also takes local files in the upstream formats: a DIAMOND agent `.pt` (with `game=` to name
@@ -271,27 +271,32 @@ def _etag(path: Path) -> str | None:
     )
 
 
-def _local_sha256(path: Path) -> str:
-    """sha256 of a local file, remembered by (absolute path, size, mtime) under the cache folder."""
+def _memo_path(path: Path) -> Path:
+    return cache_root() / "hashes" / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
+
+
+def _file_digests(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file, hashed once and then remembered by (absolute path, size,
+    mtime) under the cache folder: a start after the first one only stats the file."""
     path = path.resolve()
     stat = path.stat()
-    memo = cache_root() / "sha256" / (hashlib.sha1(str(path).encode()).hexdigest() + ".json")
+    memo = _memo_path(path)
     stamp = {"path": str(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
     try:
         saved = json.loads(memo.read_text())
         if {k: saved.get(k) for k in stamp} == stamp:
-            return saved["sha256"]
+            return saved["sha256"], saved["sha1"]
     except (OSError, ValueError, KeyError):
         pass
-    sha = _digests(path)[0]
-    _write_atomic(memo, json.dumps({**stamp, "sha256": sha}).encode())
-    return sha
+    sha256, sha1 = _digests(path)
+    _write_atomic(memo, json.dumps({**stamp, "sha256": sha256, "sha1": sha1}).encode())
+    return sha256, sha1
 
 
 def _remove_download(path: Path) -> None:
     """Delete a bad download from the Hugging Face cache: the snapshot link and the blob it points to."""
     blob = path.resolve()
-    for p in (path, blob):
+    for p in (path, blob, _memo_path(blob)):
         try:
             p.unlink()
         except FileNotFoundError:
@@ -299,8 +304,9 @@ def _remove_download(path: Path) -> None:
 
 
 def _verify(src: Pretrained, role: str, path: Path) -> str:
-    """Check a downloaded file against its ETag (sha256 or git sha1) -> its sha256. HubError if it differs."""
-    sha256, sha1 = _digests(path)
+    """Check a downloaded file against its ETag (sha256 or git sha1) -> its sha256. HubError if it differs
+    (the file is then deleted from the Hugging Face cache, so the next start downloads it again)."""
+    sha256, sha1 = _file_digests(path)
     etag = _etag(path)
     if etag is not None and etag not in (sha256, sha1):
         _remove_download(path)
@@ -392,11 +398,7 @@ def _converted(
     """The converted checkpoint of `files`, converting (under a lock, atomically) on first use."""
     from filelock import FileLock
 
-    known = {}
-    for role, path in files.items():
-        etag = _etag(path) if verify else None
-        known[role] = etag if etag and _SHA256.match(etag) else None
-    shas = {r: known[r] or (_verify(src, r, p) if verify else _local_sha256(p)) for r, p in files.items()}
+    shas = {r: _verify(src, r, p) if verify else _file_digests(p)[0] for r, p in files.items()}
     out = converted_path(src.name, src.family, shas, src.game, src.options)
     if out.is_file():
         return out
@@ -404,8 +406,6 @@ def _converted(
     with FileLock(str(out) + ".lock"):
         if out.is_file():  # converted by a concurrent start meanwhile
             return out
-        if verify:  # check the files the ETag named but that were not hashed yet
-            shas = {r: _verify(src, r, p) if known[r] else shas[r] for r, p in files.items()}
         provenance = {
             "name": src.name,
             "family": src.family,

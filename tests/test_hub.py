@@ -61,10 +61,6 @@ def converted_files(tmp_path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if not p.name.endswith(".lock")) if folder.is_dir() else []
 
 
-def hf_blobs(tmp_path) -> list[Path]:
-    return sorted((tmp_path / "hf" / "hub").glob("models--*/blobs/*"))
-
-
 def one_line(e: pytest.ExceptionInfo) -> str:
     text = str(e.value)
     assert "\n" not in text, text
@@ -128,16 +124,26 @@ def test_unknown_name_lists_known_ones_and_local_files(fake_hub):
         resolve("./missing.pt")
 
 
+@pytest.mark.parametrize("converted_before", [False, True])
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
-def test_bad_download_is_detected_not_converted_not_cached(fake_hub, tmp_path, damage):
+def test_bad_download_is_detected_not_converted_not_cached(
+    fake_hub, tmp_path, monkeypatch, damage, converted_before
+):
+    hf = tmp_path / "hf" / "hub"
+    before = []
+    if converted_before:  # a good copy was converted; then a fresh Hugging Face cache gets a bad one
+        resolve("diamond/Breakout", quiet=True)
+        before = converted_files(tmp_path)
+        hf = tmp_path / "hf2"
+        monkeypatch.setenv("HF_HUB_CACHE", str(hf))
     fake_hub.corrupt[BREAKOUT] = damage
     with pytest.raises(HubError) as e:
         resolve("diamond/Breakout", quiet=True)
     msg = one_line(e)
     assert f"eloialonso/diamond:{BREAKOUT}" in msg
     assert ("incomplete" if damage == "truncate" else "corrupted") in msg
-    assert converted_files(tmp_path) == [] and hf_blobs(tmp_path) == []
-    assert not list((tmp_path / "hf" / "hub").rglob("Breakout.pt"))  # no snapshot link to a bad blob
+    assert converted_files(tmp_path) == before
+    assert not list(hf.glob("models--*/blobs/*")) and not list(hf.rglob("Breakout.pt"))  # nothing kept
     del fake_hub.corrupt[BREAKOUT]  # the next start downloads again and succeeds
     assert load_world_model(resolve("diamond/Breakout", quiet=True)).num_actions == 4
 

@@ -1,8 +1,10 @@
 """Benchmarks: `python -m common.bench {play,train,data} [--experiments a,b] --out FILE.json`.
 
-- play: ms/frame (median frame) and frames/s of each experiment's world model (batch 1), cached vs
-  uncached where the family exposes `use_cache` (taking turns over rounds), from randomly initialised
-  models built from the experiment configs (Hydra compose API; no checkpoint, no data). JSON: [{"family", "experiment", "cached", "ms_per_frame", "fps"}].
+- play: ms/frame (median frame) and frames/s of each experiment's world model (batch 1), at each torch
+  thread count of `--threads 1,2` and cached vs uncached where the family exposes `use_cache` (all taking
+  turns over rounds), from randomly initialised models built from the experiment configs (Hydra compose
+  API; no checkpoint, no data). JSON: [{"family", "experiment", "threads", "cached", "ms_per_frame",
+  "fps", "loadavg_1m"}]; loadavg_1m is the mean 1-minute load average over that row's turns.
 - train: steps/s and samples/s of every stage on a synthetic batch of the experiment's shape (a real
   Lightning Trainer, so optimizers, schedules and clipping are the stage's own), the FLOPs of one step
   (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a float32 matmul peak measured in
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 import time
@@ -28,7 +31,8 @@ import torch
 
 from common.config import CONF_DIR
 
-PLAY_KEYS = ("family", "experiment", "cached", "ms_per_frame", "fps")
+PLAY_KEYS = ("family", "experiment", "threads", "cached", "ms_per_frame", "fps", "loadavg_1m")
+PLAY_THREADS = 1  # play.py's default torch threads (conf/play.yaml), the play bench's default
 # null module kwargs a trained model learns from data but a random one needs set (Oasis' latent scale)
 RANDOM_INIT = {"scaling_factor": 1.0}
 
@@ -128,24 +132,36 @@ def play_rows(
     warmup: int = 2,
     context: int = 16,
     rounds: int = 3,
+    threads: list[int] | None = None,
 ) -> list[dict]:
-    """Rows for one world model: cached and uncached when it has `use_cache`, else one uncached row.
+    """Rows for one world model, one per (torch threads, cached): cached and uncached when it has
+    `use_cache`, else uncached only; `threads` None: the current thread count.
 
-    The settings take turns over `rounds` rounds of `frames` frames each (so that a machine whose speed
-    drifts affects both alike), and each row reports the median frame time.
+    The settings take turns over `rounds` rounds of `frames` frames each (so that a machine whose speed or
+    load drifts affects all alike), and each row reports the median frame time and the mean 1-minute load
+    average at its turns (the machine's other work: report it beside the figure).
     """
-    settings = [True, False] if hasattr(world_model, "use_cache") else [False]
-    times: dict[bool, list[float]] = {cached: [] for cached in settings}
-    for _ in range(rounds):
-        for cached in settings:
-            if hasattr(world_model, "use_cache"):
-                world_model.use_cache = cached
-            times[cached] += time_world_model(world_model, frames, warmup, context)
+    before = torch.get_num_threads()
+    counts = list(threads or [before])
+    caching = [True, False] if hasattr(world_model, "use_cache") else [False]
+    settings = [(n, cached) for n in counts for cached in caching]
+    times: dict[tuple, list[float]] = {s: [] for s in settings}
+    loads: dict[tuple, list[float]] = {s: [] for s in settings}
+    try:
+        for _ in range(rounds):
+            for n, cached in settings:
+                torch.set_num_threads(n)
+                if hasattr(world_model, "use_cache"):
+                    world_model.use_cache = cached
+                loads[n, cached].append(os.getloadavg()[0])
+                times[n, cached] += time_world_model(world_model, frames, warmup, context)
+    finally:
+        torch.set_num_threads(before)
     rows = []
-    for cached in settings:
-        ms = statistics.median(times[cached])
-        rows.append({"family": family, "experiment": experiment, "cached": cached, "ms_per_frame": ms,
-                     "fps": 1000.0 / ms})  # fmt: skip
+    for n, cached in settings:
+        ms = statistics.median(times[n, cached])
+        rows.append({"family": family, "experiment": experiment, "threads": n, "cached": cached,
+                     "ms_per_frame": ms, "fps": 1000.0 / ms, "loadavg_1m": statistics.fmean(loads[n, cached])})  # fmt: skip
     return rows
 
 
@@ -157,6 +173,7 @@ def bench_play(
     overrides=(),
     log: Callable = print,
     rounds: int = 3,
+    threads: list[int] | None = None,
 ) -> list[dict]:
     rows = []
     for name in experiments:
@@ -167,9 +184,12 @@ def bench_play(
         world_model = final.world_model()
         n = sum(count_params(m) for m in modules.values())
         log(f"{name}: {final.family}, {n / 1e6:.1f}M parameters (all stages), context {context} frames")
-        new = play_rows(final.family, name, world_model, frames, warmup, context, rounds)
+        new = play_rows(final.family, name, world_model, frames, warmup, context, rounds, threads)
         for row in new:
-            log(f"  cached={row['cached']}: {row['ms_per_frame']:.1f} ms/frame, {row['fps']:.2f} frames/s")
+            log(
+                f"  threads={row['threads']} cached={row['cached']}: {row['ms_per_frame']:.1f} ms/frame, "
+                f"{row['fps']:.2f} frames/s (load average {row['loadavg_1m']:.2f} on {os.cpu_count()} CPUs)"
+            )
         rows += new
     return rows
 
@@ -344,7 +364,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     for p in (play, train):
         p.add_argument("--experiments", default=None, help="comma-separated (default: every conf/experiment)")
         p.add_argument("--out", default=None, help="write the rows as JSON here")
-        p.add_argument("--threads", type=int, default=2)
+    play.add_argument(
+        "--threads", type=_int_list, default=[PLAY_THREADS],
+        help=f"torch threads, comma-separated counts taking turns, e.g. 1,2 (default {PLAY_THREADS}: play.py's)",
+    )  # fmt: skip
+    train.add_argument("--threads", type=int, default=2)
     play.add_argument("--frames", type=int, default=10, help="timed frames per setting and round")
     play.add_argument("--rounds", type=int, default=3, help="rounds in which cached and uncached take turns")
     play.add_argument("--warmup", type=int, default=2)
@@ -362,6 +386,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        counts = [int(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected counts like 1,2") from None
+    if any(n < 1 for n in counts):
+        raise argparse.ArgumentTypeError(f"{text!r}: thread counts are at least 1")
+    return counts
+
+
 def main(argv: list[str] | None = None) -> int:
     import sys
 
@@ -370,19 +404,22 @@ def main(argv: list[str] | None = None) -> int:
         from common.data import bench as data_bench  # the foundation's data benchmark
 
         return data_bench.run(args) or 0
-    torch.set_num_threads(args.threads)
     experiments = args.experiments.split(",") if args.experiments else experiment_names()
     try:
         if args.command == "play":
             rows = bench_play(
-                experiments, args.frames, args.warmup, args.context, args.override, rounds=args.rounds
-            )
+                experiments, args.frames, args.warmup, args.context, args.override, rounds=args.rounds,
+                threads=args.threads,
+            )  # fmt: skip
+            title = f"bench play (threads {','.join(map(str, args.threads))}; {os.cpu_count()} CPUs)"
         else:
+            torch.set_num_threads(args.threads)
             rows = bench_train(experiments, args.steps, args.warmup, args.override)
+            title = f"bench train ({torch.get_num_threads()} threads)"
     except (ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    print_table(f"bench {args.command} ({torch.get_num_threads()} threads)", rows)
+    print_table(title, rows)
     if args.out:
         print(f"wrote {write_json(args.out, rows)}")
     return 0

@@ -20,9 +20,11 @@ class CachedFake(FakeWorldModel):
     def __init__(self):
         super().__init__()
         self.stepped_with: list[bool] = []  # use_cache at every step
+        self.threads: list[int] = []  # torch threads at every step
 
     def step(self, actions):
         self.stepped_with.append(self.use_cache)
+        self.threads.append(torch.get_num_threads())
         return super().step(actions)
 
 
@@ -30,6 +32,29 @@ def check_play_row(row, family, experiment):
     assert tuple(row) == bench.PLAY_KEYS
     assert row["family"] == family and row["experiment"] == experiment and isinstance(row["cached"], bool)
     assert row["ms_per_frame"] > 0 and math.isclose(row["fps"], 1000.0 / row["ms_per_frame"])
+    assert row["threads"] >= 1 and row["loadavg_1m"] >= 0
+
+
+def test_play_bench_default_threads_are_play_py_s():
+    from omegaconf import OmegaConf
+
+    from common.config import CONF_DIR
+
+    assert OmegaConf.load(CONF_DIR / "play.yaml").threads == bench.PLAY_THREADS
+    assert bench.parse_args(["play"]).threads == [bench.PLAY_THREADS]
+
+
+def test_play_rows_take_turns_over_thread_counts():
+    fake, before = CachedFake(), torch.get_num_threads()
+    rows = bench.play_rows("fake", "fake_tiny", fake, frames=1, warmup=0, context=2, rounds=2, threads=[1, 2])
+    assert [(r["threads"], r["cached"]) for r in rows] == [(1, True), (1, False), (2, True), (2, False)]
+    assert fake.threads == [1, 1, 2, 2] * 2 and fake.stepped_with == [True, False] * 4  # turns, each round
+    assert torch.get_num_threads() == before  # restored
+    for r in rows:
+        check_play_row(r, "fake", "fake_tiny")
+    assert bench.parse_args(["play", "--threads", "1,2"]).threads == [1, 2]
+    with pytest.raises(SystemExit):
+        bench.parse_args(["play", "--threads", "two"])
 
 
 def test_play_rows_cached_and_uncached():

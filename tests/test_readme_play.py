@@ -52,7 +52,8 @@ def test_h5dump_without_plugin_path_prints_empty_frames_and_exits_0(tmp_path):
     dump = lambda args, env: subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True)
     bare = dump(select, env)
     data = bare.stdout.split("DATA {")[1].split("}")[0]
-    assert bare.returncode == 0 and data.strip() == "" and bare.stderr == ""  # as README says
+    assert bare.returncode == 0 and data.strip() == "" and bare.stderr == ""
+    assert "prints an empty `DATA` block with exit code 0" in README
     whole = dump(["h5dump", "-d", "frames", "shard-000000.h5"], env)
     assert whole.returncode == 1 and "unable to print data" in whole.stderr
     plugged = dump(select, env | {"HDF5_PLUGIN_PATH": hdf5plugin.PLUGINS_PATH})

@@ -335,12 +335,12 @@ def _write_atomic(path: Path, data: bytes) -> None:
 
 
 # --------------------------------------------------------------------------------------------- convert
-def converted_path(label: str, family: str, shas: dict[str, str], game: str | None, options: dict) -> Path:
-    """Where the converted checkpoint of these source files (by sha256), game and options lives."""
+def converted_path(family: str, shas: dict[str, str], game: str | None, options: dict) -> Path:
+    """Where the converted checkpoint of these source files (by sha256), game and options lives: the
+    same contents give the same file, whether named on the Hub or given as a local path."""
     spec = {"format": CONVERTED_FORMAT, "family": family, "sha256": shas, "game": game, "options": options}
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
-    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", label).strip("-")
-    return cache_root() / "converted" / f"{slug}-{digest}.ckpt"
+    return cache_root() / "converted" / f"{family}-{game + '-' if game else ''}{digest}.ckpt"
 
 
 def _check_game_actions(label: str, source_file: str, num_actions: int, game: str) -> None:
@@ -399,7 +399,7 @@ def _converted(
     from filelock import FileLock
 
     shas = {r: _verify(src, r, p) if verify else _file_digests(p)[0] for r, p in files.items()}
-    out = converted_path(src.name, src.family, shas, src.game, src.options)
+    out = converted_path(src.family, shas, src.game, src.options)
     if out.is_file():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -551,7 +551,7 @@ def status(src: Pretrained, remote: bool = False) -> dict[str, Any]:
     if downloaded:
         shas = {r: _etag(p) for r, p in cached.items()}
         if all(s and _SHA256.match(s) for s in shas.values()):
-            path = converted_path(src.name, src.family, shas, src.game, src.options)
+            path = converted_path(src.family, shas, src.game, src.options)
             converted = path if path.is_file() else None
     total = None if any(s is None for s in sizes.values()) else sum(sizes.values())
     return {"size": total, "downloaded": downloaded, "converted": converted}

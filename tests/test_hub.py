@@ -188,6 +188,23 @@ def test_oasis_500m_two_files(fake_hub, tmp_path):
     assert resolve("oasis/500m", quiet=True) == path
 
 
+def test_local_open_oasis_files(fake_hub, tmp_path):
+    folder = tmp_path / "oasis-500m"
+    folder.mkdir()
+    shutil.copy(FIXTURES / "oasis" / "dit.safetensors", folder / "oasis500m.safetensors")
+    with pytest.raises(HubError) as e:
+        resolve(folder / "oasis500m.safetensors", quiet=True)
+    assert "needs its ViT-VAE beside it: put vit-l-20.safetensors in" in one_line(e)
+    with pytest.raises(
+        HubError, match="a folder must hold open-oasis' .* \\(missing vit-l-20.safetensors\\)"
+    ):
+        resolve(folder, quiet=True)
+    shutil.copy(FIXTURES / "oasis" / "vae.safetensors", folder / "vit-l-20.safetensors")
+    path = resolve(folder, quiet=True)
+    assert resolve(folder / "oasis500m.safetensors", quiet=True) == path  # same files, same conversion
+    assert load_world_model(path).num_actions == 25 and fake_hub.requests == []
+
+
 def test_interrupted_conversion_leaves_nothing(fake_hub, tmp_path, monkeypatch):
     import diamond.convert
 
@@ -213,6 +230,9 @@ def test_cli_list_and_download(fake_hub, tmp_path, capsys):
     assert hub.main(["list"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("diamond/Breakout "))
     assert row.split()[-4:] == ["1.5", "MB", "yes", "yes"], row
+    assert hub.main(["list", "--remote"]) == 0  # sizes of files not downloaded, from the Hub's metadata
+    rows = {line.split()[0]: line.split() for line in capsys.readouterr().out.splitlines()}
+    assert rows["diamond/Pong"][-4:] == ["1.5", "MB", "no", "no"] and rows["diamond/Alien"][-3] == "?"
     assert hub.main(["download", "diamond/Nope"]) == 1
     assert capsys.readouterr().err.startswith("error: unknown pretrained model 'diamond/Nope'")
 

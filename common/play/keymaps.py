@@ -174,14 +174,15 @@ class Keymap:
 
     def action(self, pressed: Sequence[str]) -> int:
         """Keys held (in press order) -> action index; nothing bound held -> default_action (no-op)."""
-        return self._resolve(pressed)[0]
+        return self.resolve(pressed)[0]
 
     def note(self, pressed: Sequence[str]) -> str:
         """Why the held keys do less than they ask ("" when they do all of it): a key with no effect in this
         game, or a combination the game has no action for ("no RIGHTFIRE in Breakout: RIGHT")."""
-        return self._resolve(pressed)[1]
+        return self.resolve(pressed)[1]
 
-    def _resolve(self, pressed: Sequence[str]) -> tuple[int, str]:
+    def resolve(self, pressed: Sequence[str]) -> tuple[int, str]:
+        """(action, note) of the keys held, in press order: `action` and `note` at once."""
         inert = [k for k in pressed if k in self.no_effect]
         notes = [f"{' '.join(inert)}: no effect in {self.game_name}"] if inert else []
         held = [k for k in pressed if k in self.bindings]
@@ -247,8 +248,8 @@ class MinecraftKeymap(Keymap):
                 vector[self.action_meanings.index(name)] = 1.0
         return vector
 
-    def note(self, pressed: Sequence[str]) -> str:
-        return ""  # every Minecraft key combines with every other
+    def resolve(self, pressed: Sequence[str]) -> tuple[np.ndarray, str]:
+        return self.action(pressed), ""  # every Minecraft key combines with every other
 
     def describe(self, action: np.ndarray) -> str:
         """e.g. "forward+jump pitch +5 yaw -5" (camera in degrees); "noop" for the zero vector."""

@@ -206,7 +206,6 @@ class Session:
         if self.paused and not self._step_once:
             return False
         self._step_once = False
-        self.key_note = self._key_note(pressed) if self.policy == "human" else ""
         model_action, env_action = self._actions(pressed)
         self.step(model_action, env_action)
         return True
@@ -276,16 +275,11 @@ class Session:
             self.env.close()
 
     # --- internals ------------------------------------------------------------------------------------
-    def _key_note(self, pressed: Sequence[str]) -> str:
-        """What the held keys do not do: unbound keys, keys with no effect in this game, missing combinations."""
+    def _unbound_note(self, pressed: Sequence[str]) -> str:
         unbound = self.keymap.unbound(pressed)
         if self.env_keymap is not None:
-            unbound = [
-                k for k in unbound if k not in self.env_keymap.keys and k not in self.env_keymap.no_effect
-            ]
-        if unbound:
-            return f"key {unbound[-1]!r}: no action bound (h for help)"
-        return (self.env_keymap or self.keymap).note(pressed)
+            unbound = [k for k in unbound if k in self.env_keymap.unbound(pressed)]
+        return f"key {unbound[-1]!r}: no action bound (h for help)" if unbound else ""
 
     def _check_speed(self) -> None:
         """Warn once (stderr and header) when model steps are far slower than the target frame rate."""
@@ -323,12 +317,18 @@ class Session:
         return replay(self.env, context)
 
     def _actions(self, pressed: Sequence[str]) -> tuple[int | np.ndarray, int | None]:
+        """The actions of this step; sets `key_note`, what the held keys do not do (unbound keys, keys with
+        no effect in this game, a combination it lacks)."""
+        self.key_note = ""
         if self.policy == "random":
             model_action = self.random_model(self.step_count)
             env_action = self.random_env(self.step_count) if (self.latent and self.random_env) else None
             return model_action, env_action
-        model_action = self.keymap.action(pressed)
-        env_action = self.env_keymap.action(pressed) if self.latent else None
+        model_action, note = self.keymap.resolve(pressed)
+        env_action = None
+        if self.latent:  # the keys' meaning for the game is the env keymap's
+            env_action, note = self.env_keymap.resolve(pressed)
+        self.key_note = self._unbound_note(pressed) or note
         return model_action, env_action
 
     def _action_name(self, model_action: int | np.ndarray, env_action: int | None) -> str:

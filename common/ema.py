@@ -10,6 +10,11 @@ and test run on the average (swapped in at their start, swapped back at their en
 and `play.py` all see it. The raw weights travel in the checkpoint's callback state, and a resumed run
 continues training from them with the average intact.
 
+Every checkpoint holds the average after every step taken up to its global step: the
+checkpoints written during training, the preemption one and the one at max_steps included, come from
+`common.checkpoint.StageCheckpoint`, which Lightning runs after this callback's batch end, so a run
+stopped and resumed ends with the uninterrupted run's average.
+
 Only parameters with `requires_grad` are averaged (a frozen tokenizer is left alone); buffers are not.
 Checkpoints written with `weights_only=True` carry no callback state and hold the raw weights.
 """

@@ -5,14 +5,16 @@
   is, not of its history: a resumed run draws the same numbers as an uninterrupted one, and DDP ranks
   draw different ones. The batch counter is saved in the checkpoint.
 - `Preemption`: on SIGTERM / SIGUSR1 / SIGUSR2 (SLURM preemption or time limit; submitit signals USR2,
-  Lightning's SLURM environment USR1) all ranks agree at the next batch boundary to write
-  `<checkpoint dir>/last.ckpt` and stop training. `exit_if_preempted` (called by common/stages.py after
-  `trainer.fit`) then requeues the job under SLURM (submitit's requeue when submitit started the job,
-  else `scontrol requeue` as Lightning does) and exits: rank 0 with 128 + signal number and a message,
-  the other ranks with 0.
-- `resume_checkpoint`: which checkpoint a stage continues from (`resume=true|false|PATH`).
+  Lightning's SLURM environment USR1) all ranks agree at the next batch boundary to stop training, and
+  the stage's `common.checkpoint.StageCheckpoint` writes `<checkpoint dir>/last.ckpt` at that batch.
+  `exit_if_preempted` (called by common/stages.py after `trainer.fit`) then requeues the job under SLURM
+  (submitit's requeue when submitit started the job, else `scontrol requeue` as Lightning does) and
+  exits: rank 0 with 128 + signal number and a message, the other ranks with 0.
+- `resume_checkpoint`: which checkpoint a stage continues from (`resume=true|false|PATH`); an unreadable
+  `last.ckpt` gives way to the newest readable checkpoint of the stage, said in one line.
 - `ResumableCSVLogger`: a CSVLogger that appends to `csv/<stage>/metrics.csv` on a rerun instead of
-  deleting it (Lightning's does), so curves survive preemption.
+  deleting it (Lightning's does), so curves survive preemption. `ResumedLogs` drops the rows a stopped or
+  killed run wrote after the checkpoint a rerun continues from: every step is in the file once.
 - The data-sampler position is saved by `common.data.sampler.ResumableLoader`.
 """
 
@@ -34,14 +36,15 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.trainer.states import TrainerFn
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from common.checkpoint import read_meta
+from common.checkpoint import StageCheckpoint, read_meta, saved_step, write_atomically
 
 PREEMPTION_SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2)
 
@@ -79,9 +82,12 @@ class Preemption(Callback):
 
     The handlers are installed when training starts (after Lightning's own, which they replace while
     training runs; Lightning restores the previous handlers at teardown). A handler only records the
-    signal; at the end of each batch the ranks all-reduce "any rank signalled?" so that they save the
-    same step together. `last.ckpt` goes to the ModelCheckpoint's folder (checkpoints/<stage>/).
-    Training then stops through `trainer.should_stop` (without the validation Lightning would run then).
+    signal; at the end of each batch the ranks all-reduce "any rank signalled?" so that they stop at the
+    same step together, through `trainer.should_stop`. The stage's StageCheckpoint, which Lightning runs
+    after every other callback, then writes `last.ckpt` in its folder (checkpoints/<stage>/) at this batch:
+    after the weight average and the step seeds have counted it, so the rerun continues from exactly the
+    state an uninterrupted run has after this step. A validation due at this batch still runs, after the
+    save (a kill during it loses only that validation); no other (Lightning validates on any stop).
     """
 
     def __init__(self, signals: tuple[int, ...] | list[int] | None = None):
@@ -97,6 +103,7 @@ class Preemption(Callback):
             self.received = signal.Signals(signum)
 
     def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self.last_path(trainer)  # fails now, in one line, without a StageCheckpoint to write last.ckpt
         # before Lightning installs its handlers: these are the process's own (submitit's under submitit)
         self.previous = {s: signal.getsignal(s) for s in self.signals}
 
@@ -115,23 +122,23 @@ class Preemption(Callback):
         self.stopped = signal.Signals(code)
         self.saved = self.last_path(trainer)
         self.step = trainer.global_step
-        ckpt = trainer.checkpoint_callback
-        ckpt.last_model_path = str(self.saved)  # after the rerun it overwrites this file, no last-v1.ckpt
-        trainer.save_checkpoint(self.saved)
-        # on the way out, neither validate (Lightning does when should_stop is set) nor let ModelCheckpoint
-        # write its own last.ckpt at train end: that one would hold the end-of-epoch state, not this batch's
-        ckpt.save_last = False
-        trainer.limit_val_batches = 0
+        # StageCheckpoint writes last.ckpt after this hook (at this batch, as should_stop is set). On the way
+        # out Lightning validates whenever should_stop is set: let it only when this batch is due for a
+        # validation anyway, which the rerun, continuing after this batch, would not run
+        loop = trainer.fit_loop
+        if not loop.epoch_loop._should_check_val_fx(loop._data_fetcher):
+            trainer.limit_val_batches = 0
         trainer.should_stop = True
 
     @staticmethod
     def last_path(trainer: L.Trainer) -> Path:
         ckpt = trainer.checkpoint_callback
-        if not isinstance(ckpt, ModelCheckpoint) or not ckpt.dirpath:
+        if not isinstance(ckpt, StageCheckpoint) or not ckpt.dirpath:
             raise ValueError(
-                "callbacks.preemption needs callbacks.checkpoint (a ModelCheckpoint with dirpath)"
+                "callbacks.preemption needs callbacks.checkpoint to be a common.checkpoint.StageCheckpoint "
+                "with dirpath (it writes last.ckpt when training stops)"
             )
-        return Path(ckpt.dirpath) / f"{ModelCheckpoint.CHECKPOINT_NAME_LAST}{ModelCheckpoint.FILE_EXTENSION}"
+        return ckpt.last_path
 
 
 def slurm_job_id() -> str | None:
@@ -181,27 +188,63 @@ def exit_if_preempted(trainer: L.Trainer, run_dir: Path) -> None:
 def resume_checkpoint(resume: bool | str | None, run_dir: Path, stage: str, family: str) -> str | None:
     """The checkpoint stage `stage` continues from, or None to start fresh.
 
-    resume=true: `<run_dir>/checkpoints/<stage>/last.ckpt` when it exists. resume=false: never.
+    resume=true: `<run_dir>/checkpoints/<stage>/last.ckpt` (see `stage_checkpoint`). resume=false: never.
     resume=PATH: a checkpoint file written by this stage (files of other stages are ignored by this
-    stage), or a run directory whose `checkpoints/<stage>/last.ckpt` is used when it exists.
+    stage), or a run directory whose `checkpoints/<stage>/` is used as with resume=true.
+    Errors (one line): resume=PATH that is neither a file nor a run directory, or a file of another family.
     """
     if resume is None or resume is False:
         return None
     if resume is True:
-        last = run_dir / "checkpoints" / stage / "last.ckpt"
-        return str(last) if last.is_file() else None
+        return stage_checkpoint(run_dir / "checkpoints" / stage, stage)
     path = Path(str(resume))
     if path.is_dir():
-        last = path / "checkpoints" / stage / "last.ckpt"
         if not (path / "checkpoints").is_dir():
             raise FileNotFoundError(f"resume={path}: not a run directory (no checkpoints/ folder)")
-        return str(last) if last.is_file() else None
+        return stage_checkpoint(path / "checkpoints" / stage, stage)
     if not path.is_file():
         raise FileNotFoundError(f"resume={path}: no such checkpoint file or run directory")
     meta = read_meta(path)
     if meta.get("family") != family:
         raise ValueError(f"resume={path}: a {meta.get('family')!r} checkpoint, this model is {family!r}")
     return str(path) if meta.get("stage") == stage else None
+
+
+def stage_checkpoint(folder: Path, stage: str) -> str | None:
+    """`folder/last.ckpt` when it is readable; else the readable checkpoint of the highest step in `folder`
+    (newest file on a tie), saying so in one line on stderr; None when the folder holds no checkpoint.
+
+    An unreadable last.ckpt is what a crash leaves behind a writer that is not atomic (Lightning's, with
+    TMPDIR on another filesystem) or a disk that filled up; a missing one, a kill between a periodic
+    checkpoint and the first last.ckpt. With no readable checkpoint at all the stage trains from the start,
+    and says so.
+    """
+    last = folder / "last.ckpt"
+    others = sorted(p for p in folder.glob("*.ckpt") if p != last) if folder.is_dir() else []
+    if last.is_file():
+        if saved_step(last) is not None:
+            return str(last)
+        why = f"{last} is not a readable checkpoint (cut short?)"
+    elif others:
+        why = f"{last} is missing"
+    else:
+        return None
+    readable = [(step, p.stat().st_mtime, p) for p in others if (step := saved_step(p)) is not None]
+    if not readable:
+        _say(
+            f"resume: {why} and {folder} holds no other readable checkpoint: stage {stage} trains from the start"
+        )
+        return None
+    step, _, best = max(readable)
+    _say(
+        f"resume: {why}; stage {stage} continues from {best.name} (step {step}), the newest readable checkpoint"
+    )
+    return str(best)
+
+
+def _say(message: str) -> None:
+    if rank_zero_only.rank == 0:
+        print(message, file=sys.stderr, flush=True)
 
 
 def ignore_preemption_signals() -> None:
@@ -224,12 +267,42 @@ def sigterm_exit_code() -> Iterator[None]:
 
 
 class _AppendingWriter(ExperimentWriter):
-    """Lightning's CSV writer deletes an existing metrics.csv when it starts; this one continues it."""
+    """Lightning's CSV writer deletes an existing metrics.csv when it starts; this one continues it, and
+    rewrites it (new columns, dropped rows) through a temporary file renamed into place."""
 
     def _check_log_dir_exists(self) -> None:
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = sorted(next(csv.reader(f), []))
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        self._rewrite(fieldnames, self._rows()[0])
+
+    def _rows(self) -> tuple[list[dict[str, str]], bool]:
+        """The file's complete rows, and whether its last line lacks its newline (a write cut short,
+        left out of the rows)."""
+        with open(self.metrics_file_path, newline="") as f:
+            lines = f.read().splitlines(keepends=True)
+        torn = bool(lines) and not lines[-1].endswith("\n")
+        return list(csv.DictReader(lines[:-1] if torn else lines)), torn
+
+    def _rewrite(self, fieldnames: list[str], rows: list[dict[str, str]]) -> None:
+        def write(f) -> None:
+            writer = csv.DictWriter(f, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+        write_atomically(self.metrics_file_path, write, text=True)
+
+    def drop_from(self, step: int) -> None:
+        """Forget the rows logged at steps >= `step`, on disk and pending."""
+        self.metrics = [m for m in self.metrics if m["step"] < step]
+        if not os.path.isfile(self.metrics_file_path):
+            return
+        rows, torn = self._rows()
+        keep = [r for r in rows if r.get("step") and int(float(r["step"])) < step]
+        if torn or len(keep) < len(rows):
+            self._rewrite(self.metrics_keys, keep)
 
 
 class ResumableCSVLogger(CSVLogger):
@@ -242,3 +315,26 @@ class ResumableCSVLogger(CSVLogger):
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _AppendingWriter(log_dir=self.log_dir)
         return self._experiment
+
+    @rank_zero_only
+    def drop_from(self, step: int) -> None:
+        """Forget the rows at steps >= `step` (a run continued from a checkpoint of global step `step`)."""
+        self.experiment.drop_from(step)
+
+
+class ResumedLogs(Callback):
+    """When a fit continues from a checkpoint of global step G, the run that wrote it may have logged
+    steps >= G before it stopped or was killed; the rerun redoes them. Drop those rows from every
+    ResumableCSVLogger first, so each step is in metrics.csv once, with the values of the steps kept.
+
+    Lightning logs training step s (0-based: the (s+1)-th optimizer step) as "step" s, and validation run
+    after it with the same step; a checkpoint of global step G covers the steps < G.
+    """
+
+    def on_load_checkpoint(self, trainer: L.Trainer, pl_module, checkpoint: dict[str, Any]) -> None:
+        step = int(checkpoint.get("global_step", 0))
+        if trainer.state.fn != TrainerFn.FITTING or 0 <= trainer.max_steps <= step:
+            return  # nothing will be redone: the rows stay
+        for logger in trainer.loggers:
+            if isinstance(logger, ResumableCSVLogger):
+                logger.drop_from(step)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 import lightning.pytorch as pl
@@ -10,7 +12,9 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from common.checkpoint import StageCheckpoint
 from common.ema import EMAWeights
+from common.resume import Preemption
 
 DECAY = 0.5
 
@@ -52,14 +56,16 @@ class Record(pl.Callback):
         self.raw.append(pl_module.net.weight.detach().clone())
 
 
-def trainer(steps: int, callbacks: list, root: Path, val_every: int = 0) -> pl.Trainer:
+def trainer(
+    steps: int, callbacks: list, root: Path, val_every: int = 0, checkpointing: bool = False
+) -> pl.Trainer:
     """One batch per epoch, so steps = epochs; validation every `val_every` epochs (0: none)."""
     return pl.Trainer(
         max_steps=steps,
         callbacks=callbacks,
         default_root_dir=root,
         logger=False,
-        enable_checkpointing=False,
+        enable_checkpointing=checkpointing,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
@@ -121,3 +127,40 @@ def test_checkpoint_holds_the_average_and_resume_continues_exactly(tmp_path):
     assert ema_resumed.updates == 6
     torch.testing.assert_close(resumed.net.weight, full.net.weight, rtol=0, atol=1e-6)
     torch.testing.assert_close(ema_resumed._ema["net.weight"], ema_full._ema["net.weight"], rtol=0, atol=1e-6)
+
+
+class SigtermAt(pl.Callback):
+    """SIGTERM to this process at the end of training step `step` (a preemption)."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+def test_preemption_checkpoint_holds_the_average_of_every_step_taken(tmp_path):
+    """The preemption save comes after the average counted the step, whatever the callback order:
+    SIGTERM at step 3 and a resume to 6 end with the uninterrupted run's average (issue #17)."""
+    full, ema_full = Linear(), EMAWeights(decay=DECAY)
+    trainer(6, [ema_full], tmp_path / "full").fit(full, loader(), loader())
+
+    for order in ("ema first", "ema last"):  # conf/experiment puts callbacks.ema after callbacks.preemption
+        folder = tmp_path / order.replace(" ", "_")
+        ema, stop = EMAWeights(decay=DECAY), [Preemption(), StageCheckpoint(dirpath=folder, save_last=True)]
+        callbacks = [ema, *stop] if order == "ema first" else [*stop, ema]
+        first = trainer(6, [SigtermAt(3), *callbacks], folder, checkpointing=True)
+        first.fit(Linear(), loader(), loader())
+        ckpt = torch.load(folder / "last.ckpt", weights_only=True)
+        assert ckpt["global_step"] == 3 and ckpt["callbacks"]["EMAWeights"]["updates"] == 3, order
+        assert torch.equal(ckpt["state_dict"]["net.weight"], ema._ema["net.weight"]), order
+
+        resumed, ema_resumed = Linear(), EMAWeights(decay=DECAY)
+        stop = [Preemption(), StageCheckpoint(dirpath=folder, save_last=True)]
+        trainer(6, [ema_resumed, *stop], folder, checkpointing=True).fit(
+            resumed, loader(), loader(), ckpt_path=str(folder / "last.ckpt")
+        )
+        assert ema_resumed.updates == 6, order
+        assert torch.equal(resumed.net.weight, full.net.weight), order
+        assert torch.equal(ema_resumed._ema["net.weight"], ema_full._ema["net.weight"]), order

@@ -164,6 +164,33 @@ def test_csv_logger_continues_metrics_csv_on_rerun(tmp_path):
     ] == "20.0"
 
 
+def test_csv_logger_drops_the_rows_a_killed_run_wrote_after_its_checkpoint(tmp_path):
+    first = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="enc")
+    for step in range(6):
+        first.log_metrics({"train/loss": float(step)}, step=step)
+    first.log_metrics({"val/psnr": 20.0}, step=3)  # validation after step 3: kept
+    first.log_metrics({"val/psnr": 21.0}, step=5)
+    first.save()
+    path = tmp_path / "csv" / "enc" / "metrics.csv"
+    with open(path, "a") as f:
+        f.write("6,0.12")  # the row being written when the kill came: no newline
+    rerun = ResumableCSVLogger(save_dir=str(tmp_path), name="csv", version="enc")
+    rerun.drop_from(4)  # the checkpoint the rerun continues from: global step 4
+    rerun.log_metrics({"train/loss": 4.5}, step=4)
+    rerun.save()
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [(r["step"], r["train/loss"], r["val/psnr"]) for r in rows] == [
+        ("0", "0.0", ""),
+        ("1", "1.0", ""),
+        ("2", "2.0", ""),
+        ("3", "3.0", ""),
+        ("3", "", "20.0"),
+        ("4", "4.5", ""),
+    ]
+    assert not [p for p in path.parent.iterdir() if p.name != "metrics.csv"]  # no temporary file left
+
+
 # ---------------------------------------------------------------- resume=PATH and SLURM requeue
 
 
@@ -215,40 +242,119 @@ def test_requeue_calls_scontrol_with_the_array_task(tmp_path, monkeypatch):
 # ---------------------------------------------------------------- the real thing, through train.py
 
 
-def test_sigterm_then_rerun_matches_uninterrupted_run(tmp_path):
-    conf, data = fake_conf(tmp_path / "conf"), tmp_path / "data"
-    args = tiny_args(conf, data) + [
-        "stage=enc",
-        "test=false",
-        "trainer.max_steps=16",
-        "+trainer.limit_train_batches=6",  # epochs of 6 batches: the run crosses epoch boundaries
-        "trainer.val_check_interval=5",
-        "callbacks.checkpoint.every_n_train_steps=4",
-    ]
-    straight = train([*args, "logger=csv"], tmp_path / "straight")
-    assert straight.returncode == 0, straight.stderr[-3000:]
+# 16 steps in epochs of 6 batches (the runs cross epoch boundaries), validation every 5 batches, periodic
+# checkpoints every 4, every step logged, an EMA of the weights: what a stopped and rerun run must reproduce.
+RUN_ARGS = [
+    "stage=enc",
+    "test=false",
+    "+trainer.limit_train_batches=6",
+    "trainer.val_check_interval=5",
+    "trainer.log_every_n_steps=1",
+    "callbacks.checkpoint.every_n_train_steps=4",
+    "callbacks.ema={_target_: common.ema.EMAWeights, decay: 0.9}",
+]
 
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory) -> tuple[list[str], Path]:
+    """(arguments without trainer.max_steps, run dir) of one uninterrupted 16-step run, shared by the tests
+    below (they reuse its dataset folder)."""
+    root = tmp_path_factory.mktemp("resume")
+    args = tiny_args(fake_conf(root / "conf"), root / "data") + RUN_ARGS
+    out = train([*args, "trainer.max_steps=16", "logger=csv"], root / "straight")
+    assert out.returncode == 0, out.stderr[-3000:]
+    return args, root / "straight"
+
+
+def csv_rows(run_dir: Path) -> list[dict[str, str]]:
+    with open(run_dir / "csv" / "enc" / "metrics.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    """Same final step, averaged and raw weights, EMA update count, and metrics.csv row for row."""
+    a = torch.load(reference / "checkpoints" / "enc" / "last.ckpt", map_location="cpu", weights_only=True)
+    b = torch.load(run_dir / "checkpoints" / "enc" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 16
+    assert b["callbacks"]["EMAWeights"]["updates"] == a["callbacks"]["EMAWeights"]["updates"] == 16
+    raw_a, raw_b = a["callbacks"]["EMAWeights"]["raw"], b["callbacks"]["EMAWeights"]["raw"]
+    assert a["state_dict"].keys() == b["state_dict"].keys() and raw_a.keys() == raw_b.keys()
+    for k in a["state_dict"]:  # the average
+        assert torch.equal(b["state_dict"][k], a["state_dict"][k]), f"EMA weight {k}"
+    for k in raw_a:
+        assert torch.equal(raw_b[k], raw_a[k]), f"raw weight {k}"
+    rows_a, rows_b = csv_rows(reference), csv_rows(run_dir)
+    steps = [r["step"] for r in rows_b if r.get("train/loss")]
+    assert steps == [str(s) for s in range(16)], steps  # each step once
+    assert rows_b == rows_a  # the same losses, validations, learning rates and epochs at the same steps
+
+
+class KillAt(Callback):
+    """Test helper: SIGKILL this process (kill -9: no handler runs) at the end of training step `step`."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_sigterm_then_rerun_matches_uninterrupted_run(uninterrupted, tmp_path):
+    args, straight = uninterrupted
+    args = [*args, "trainer.max_steps=16", "logger=default"]
     run = tmp_path / "stopped"
     kill = ["+callbacks.kill._target_=tests.test_resume.SignalAt", "+callbacks.kill.step=9"]
-    stopped = train([*args, "logger=default", *kill], run)
+    stopped = train([*args, *kill], run)
     assert stopped.returncode == 128 + signal.SIGTERM, stopped.stderr[-3000:]
     assert "SIGTERM received: stopped at step" in stopped.stderr
     step, _ = weights(run / "checkpoints" / "enc" / "last.ckpt")
     assert 9 <= step <= 10  # the batch boundary after the signal, mid-epoch 2
 
-    resumed = train([*args, "logger=default"], run)
+    resumed = train(args, run)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    step_a, w_a = weights(tmp_path / "straight" / "checkpoints" / "enc" / "last.ckpt")
-    step_b, w_b = weights(run / "checkpoints" / "enc" / "last.ckpt")
-    assert step_a == step_b == 16
-    assert w_a.keys() == w_b.keys()
-    for k in w_a:
-        torch.testing.assert_close(w_b[k], w_a[k], rtol=0, atol=1e-7, msg=k)
+    assert_same_run(run, straight)
 
     # the W&B run continues with the same id: both offline runs carry the id kept in wandb_ids.json
     ids = json.loads((run / "wandb_ids.json").read_text())
     runs = sorted(p.name for p in (run / "wandb").glob("offline-run-*"))
     assert len(runs) == 2 and all(name.endswith(f"-{ids['enc']}") for name in runs), (ids, runs)
+
+
+def test_extending_a_finished_stage_continues_it(uninterrupted, tmp_path):
+    """A stage trained to max_steps=10 (mid-epoch, a validation step) and rerun with 16 in the same run
+    directory is the uninterrupted 16-step run: same clips, losses, logged steps and weights."""
+    args, straight = uninterrupted
+    run = tmp_path / "extended"
+    first = train([*args, "trainer.max_steps=10", "logger=csv"], run)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert weights(run / "checkpoints" / "enc" / "last.ckpt")[0] == 10
+    extended = train([*args, "trainer.max_steps=16", "logger=csv"], run)
+    assert extended.returncode == 0, extended.stderr[-3000:]
+    assert_same_run(run, straight)
+
+
+def test_kill_9_then_rerun_logs_each_step_once(uninterrupted, tmp_path):
+    """kill -9 at step 7 (last checkpoint at step 4), with last.ckpt then found unreadable (what a write
+    torn by the kill leaves when the temp dir is on another filesystem): the rerun continues from
+    step_4.ckpt, says so in one line, redoes steps 4-6 and logs them once."""
+    args, straight = uninterrupted
+    args = [*args, "trainer.max_steps=16", "logger=csv"]
+    run = tmp_path / "killed"
+    killed = train(
+        [*args, "+callbacks.kill._target_=tests.test_resume.KillAt", "+callbacks.kill.step=7"], run
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    last = run / "checkpoints" / "enc" / "last.ckpt"
+    assert weights(last)[0] == 4
+    assert [r["step"] for r in csv_rows(run) if r.get("train/loss")] == [str(s) for s in range(6)]
+    last.write_bytes(b"")
+
+    resumed = train(args, run)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    said = [line for line in resumed.stderr.splitlines() if "last.ckpt" in line and "step_4.ckpt" in line]
+    assert len(said) == 1, resumed.stderr[-3000:]
+    assert_same_run(run, straight)
 
 
 def test_sigterm_during_test_exits_143_and_rerun_tests(tmp_path):

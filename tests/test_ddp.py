@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from common.data import datamodule
+from common.data import collect as collect_mod
 from common.data.datamodule import VideoDataModule
 from tests.fake_family import FakeEnc
 from tests.test_resume import fake_conf, tiny_args, train, weights
@@ -109,7 +109,10 @@ def test_datamodule_collects_on_global_rank_zero_only(tmp_path):
 def test_parallel_jobs_collect_one_after_another(tmp_path, monkeypatch):
     """Sweep jobs sharing a dataset folder: prepare_data waits while another process holds the lock."""
     calls = []
-    monkeypatch.setattr(datamodule, "collect", lambda cfg, root, progress: calls.append(root))
+    # the collection under the lock: collect() takes the lock itself, for train.py and the CLI alike
+    monkeypatch.setattr(
+        collect_mod, "_collect_missing", lambda root, data, envs, progress: calls.append(root)
+    )
     dm = VideoDataModule(source="procgen", game="coinrun", name="x", root=str(tmp_path), num_actions=15)
     with open(tmp_path / ".x.lock", "w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)  # another job is collecting
@@ -118,4 +121,4 @@ def test_parallel_jobs_collect_one_after_another(tmp_path, monkeypatch):
         worker.join(timeout=1.0)
         assert worker.is_alive() and not calls
     worker.join(timeout=10)
-    assert not worker.is_alive() and calls == [str(tmp_path)]
+    assert not worker.is_alive() and calls == [tmp_path / "x"]

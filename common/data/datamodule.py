@@ -13,7 +13,6 @@ opens its own HDF5 handles (ShardDataset reopens after a fork).
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from pathlib import Path
@@ -126,18 +125,20 @@ class VideoDataModule(L.LightningDataModule):
         self.datasets: dict[str, ClipDataset] = {}
 
     def prepare_data(self) -> None:
-        """Collect the dataset when it is missing or incomplete (runs on one process only)."""
+        """Collect the dataset when it is missing or incomplete (runs on one process only).
+
+        `collect` holds the dataset's collection lock while it writes, so parallel sweep jobs (or a
+        `python -m common.data.collect` run) sharing one folder collect it once: the others wait, then
+        find it complete. A complete folder is read with no lock, so a read-only one trains.
+        Raises CollectionError (a ValueError, one line) for a damaged manifest or a full or read-only disk.
+        """
         manifest = self.path / MANIFEST
         if not self.hparams.collect:
             if not manifest.is_file():
                 raise FileNotFoundError(f"dataset {self.path} not found and data.collect=false")
             return
         cfg = OmegaConf.create({k: v for k, v in self.hparams.items() if k not in ("root", "progress")})
-        # parallel sweep jobs share one dataset folder: one collects, the others wait, then find it complete
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / f".{self.path.name}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            collect(cfg, self.hparams.root, progress=self.hparams.progress)
+        collect(cfg, self.hparams.root, progress=self.hparams.progress)
 
     def _wait_for_manifest(self, timeout: float = 3600.0) -> None:
         """Ranks other than the collecting one wait until the manifest exists (DDP)."""

@@ -50,54 +50,42 @@ def wandb_args(tmp_path: Path, name: str) -> list[str]:
     return tiny_args(conf, data) + ["logger=default", f"name={name}", "trainer.log_every_n_steps=1"]
 
 
-def test_each_stage_is_its_own_wandb_run_with_its_own_config(tmp_path):
-    args = wandb_args(tmp_path, "wb_stages")
-    args += ["+stage_overrides={enc: {trainer: {max_steps: 3}}, pred: {trainer: {max_steps: 2}}}"]
-    run = tmp_path / "run"
-    out = train(args, run)
-    assert out.returncode == 0, out.stderr[-3000:]
-
-    ids = json.loads((run / "wandb_ids.json").read_text())
-    found = {}
-    for fragment in fragments(run):
-        records, summary = inspect(fragment)
-        meta = run_record(records)
-        found[meta["job_type"]] = meta["run_id"]
-        stage, steps = meta["job_type"], {"enc": 3, "pred": 2}[meta["job_type"]]
-        assert meta["run_group"] == "wb_stages" and meta["display_name"] == f"wb_stages-seed0-{stage}"
-        config = summary["config"]
-        assert config["name"] == "wb_stages" and config["seed"] == 0  # the experiment's, not the data's
-        assert config["trainer"]["max_steps"] == steps  # the stage's trainer steps, not the episode cap
-        assert config["data"]["name"] == "resume_tiny" and config["data"]["max_steps"] == 40
-        assert list(config["model"]) == [stage]  # this stage's module only
-        assert config["git_commit"]
-        assert "clip_length" not in config and "max_steps" not in config  # Lightning's hparams are nested
-        assert config["hparams"]["clip_length"] == 4
-        rows = history(records)
-        assert steps_of(rows, "train/loss") == list(range(steps))
-        test_keys = {k for row in rows for k in row if k.startswith("test/")}
-        assert test_keys == {"enc": {"test/psnr_recon"}, "pred": {"test/loss"}}[stage]
-    assert found == ids, (found, ids)
-
-
-def test_sweep_jobs_are_separate_wandb_runs(tmp_path):
+def test_each_job_and_stage_is_its_own_wandb_run_with_its_own_config(tmp_path):
+    """A two-seed sweep (Hydra runs both jobs in one process) of the two-stage family: four W&B runs."""
     sweep = tmp_path / "sweep"
-    cmd = [sys.executable, str(ROOT / "train.py"), "-m", *wandb_args(tmp_path, "wb_sweep")]
-    cmd += ["seed=0,1", "stage=enc", "trainer.max_steps=2", f"hydra.sweep.dir={sweep}"]
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", *wandb_args(tmp_path, "wb_sweep"), "seed=0,1"]
+    cmd += ["+stage_overrides={enc: {trainer: {max_steps: 3}}, pred: {trainer: {max_steps: 2}}}"]
+    cmd += [f"hydra.sweep.dir={sweep}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
 
-    ids = set()
+    all_ids = set()
     for seed in (0, 1):
-        (fragment,) = fragments(sweep / str(seed))
-        records, summary = inspect(fragment)
-        meta = run_record(records)
-        ids.add(meta["run_id"])
-        assert meta["display_name"] == f"wb_sweep-seed{seed}-enc" and meta["run_group"] == "wb_sweep"
-        assert summary["config"]["seed"] == seed
-        assert steps_of(history(records), "train/loss") == [0, 1]
-    assert len(ids) == 2
+        run = sweep / str(seed)
+        ids = json.loads((run / "wandb_ids.json").read_text())
+        found = {}
+        for fragment in fragments(run):
+            records, summary = inspect(fragment)
+            meta = run_record(records)
+            stage = meta["job_type"]
+            found[stage] = meta["run_id"]
+            assert meta["run_group"] == "wb_sweep" and meta["display_name"] == f"wb_sweep-seed{seed}-{stage}"
+            config, steps = summary["config"], {"enc": 3, "pred": 2}[stage]
+            assert config["name"] == "wb_sweep" and config["seed"] == seed  # the experiment's, not the data's
+            assert config["trainer"]["max_steps"] == steps  # the stage's trainer steps, not the episode cap
+            assert config["data"]["name"] == "resume_tiny" and config["data"]["max_steps"] == 40
+            assert list(config["model"]) == [stage] and config["stage"] == stage  # this stage's module
+            assert config["git_commit"]
+            assert "clip_length" not in config and "max_steps" not in config  # Lightning's hparams: nested
+            assert config["hparams"]["clip_length"] == 4
+            rows = history(records)
+            assert steps_of(rows, "train/loss") == list(range(steps))  # this job's and stage's steps only
+            test_keys = {k for row in rows for k in row if k.startswith("test/")}
+            assert test_keys == {"enc": {"test/psnr_recon"}, "pred": {"test/loss"}}[stage]
+        assert found == ids, (found, ids)
+        all_ids |= set(ids.values())
+    assert len(all_ids) == 4
 
 
 def test_run_resumed_after_kill_logs_each_step_once(tmp_path):

@@ -215,6 +215,9 @@ def git_commit() -> str | None:
         return None
 
 
+WANDB_FLUSH_S = 1.0  # seconds between writes of a W&B run's .wandb log (older wandb ignore the setting)
+
+
 def run_config(cfg: DictConfig, stage: str, mcfg: DictConfig) -> dict[str, Any]:
     """A stage's W&B run config: the stage's resolved config (the experiment's name and seed, the stage's
     trainer and data, stage_overrides merged in) with `model` holding this stage's module only, `stage`
@@ -238,6 +241,9 @@ def make_loggers(cfg: DictConfig, stage: str, run_dir: Path, mcfg: DictConfig | 
         elif key == "wandb":
             offline = lcfg.offline and os.environ.get("WANDB_MODE") != "online"
             os.environ.setdefault("WANDB_SILENT", "true")
+            # W&B writes its .wandb log every 15 s by default: a kill -9 then loses the last 15 s of rows,
+            # steps before the last checkpoint among them for good (the resumed run redoes only later ones)
+            os.environ.setdefault("WANDB__TRANSACTION_LOG_FLUSH_INTERVAL", str(WANDB_FLUSH_S))
             run_id = _wandb_id(run_dir, stage)
             make = hydra.utils.instantiate(lcfg, _partial_=True)  # Python objects below, not configs
             logger = make(

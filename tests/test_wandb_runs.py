@@ -90,7 +90,7 @@ def test_each_job_and_stage_is_its_own_wandb_run_with_its_own_config(tmp_path):
 
 def test_run_resumed_after_kill_logs_each_step_once(tmp_path):
     """kill -9 at step 45, last checkpoint at step 25: the rows of steps 26.. that W&B had written are not
-    logged again by the resumed run (W&B writes its log in blocks: the last ~10 steps never reach it)."""
+    logged again by the resumed run; those it had not written yet (it writes its log in blocks) are."""
     args = wandb_args(tmp_path, "wb_kill") + ["stage=enc", "test=false", "trainer.max_steps=50"]
     args += ["callbacks.checkpoint.every_n_train_steps=25", "trainer.val_check_interval=15"]
     run = tmp_path / "run"

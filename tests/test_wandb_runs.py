@@ -110,3 +110,28 @@ def test_run_resumed_after_kill_logs_each_step_once(tmp_path):
     assert steps_of(rows, "val/psnr_recon") == [14, 29, 44]
     w_steps = [row["_step"] for row in rows]  # W&B's row index goes on: syncing the pieces keeps every row
     assert w_steps == list(range(len(rows))), w_steps
+
+
+def test_resumed_logger_skips_the_steps_its_run_holds_and_goes_on_after_its_rows(tmp_path):
+    """In-process, without timing: a first piece logs steps 0-5, a resumed piece redoes 3-7."""
+    from common.wandb_logger import StageWandbLogger, logged_history
+
+    def piece(steps: range, logged=None) -> None:
+        logger = StageWandbLogger(save_dir=str(tmp_path), offline=True, id="piece1234567", resume="allow",
+                                  project="worldplay", logged=logged)  # fmt: skip
+        for step in steps:
+            logger.log_metrics({"train/loss": float(step), "lr": 0.1}, step=step)
+            if step % 3 == 2:
+                logger.log_metrics({"val/loss": 1.0 + step}, step=step)
+        logger.log_metrics({"test/loss": 9.0}, step=steps[-1])
+        logger.finish()
+
+    piece(range(6))
+    logged = logged_history(tmp_path / "wandb", "piece1234567")
+    assert logged.last_row == 8 and logged.steps == {"train/loss": 5, "lr": 5, "val/loss": 5, "test/loss": 5}
+    piece(range(3, 8), logged)
+    rows = [row for fragment in fragments(tmp_path) for row in history(inspect(fragment)[0])]
+    assert steps_of(rows, "train/loss") == list(range(8)) and steps_of(rows, "lr") == list(range(8))
+    assert steps_of(rows, "val/loss") == [2, 5]
+    assert steps_of(rows, "test/loss") == [5, 7]  # a test is a new measurement: always logged
+    assert [row["_step"] for row in rows] == list(range(len(rows)))

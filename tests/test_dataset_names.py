@@ -4,9 +4,13 @@ accepted names and forms."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from common.data.collect import collect
 from common.data.envs import canonical_game, make_env
+from common.data.shards import MANIFEST
 from tests.conftest import ROOT, compose_train
 
 DATASETS = {
@@ -84,3 +88,17 @@ def test_unknown_game_is_one_line_with_the_accepted_names(source, game, message)
     assert text.startswith(message) and "\n" not in text
     if source == "atari":
         assert {"Pong", "MsPacman", "SpaceInvaders", "Zaxxon"} <= set(text.split(": ", 1)[1][:-1].split(", "))
+
+
+def test_one_game_typed_two_ways_is_one_dataset(tmp_path):
+    """ms_pacman, then ALE/MsPacman-v5: one folder, one collection that the second run extends."""
+    from tests.test_data_collect import _data_cfg
+
+    first = collect(
+        _data_cfg("atari", game="ms_pacman", episodes=1, max_steps=5, num_envs=1), tmp_path, False
+    )
+    second = _data_cfg("atari", game="ALE/MsPacman-v5", episodes=2, max_steps=5, num_envs=1)
+    assert collect(second, tmp_path, progress=False) == first == tmp_path / "atari_MsPacman"
+    manifest = json.loads((first / MANIFEST).read_text())
+    assert manifest["game"] == manifest["collection"]["game"] == "MsPacman"
+    assert sorted(s for shard in manifest["shards"] for s in shard["episode_seeds"]) == [0, 1]

@@ -17,6 +17,7 @@ import lightning as L
 from hydra.errors import InstantiationException
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 import common.config  # noqa: F401 - registers the config resolvers
 from common.allocator import reexec_with_malloc_settings
@@ -34,6 +35,22 @@ def print_config(cfg: DictConfig) -> None:
         text = OmegaConf.to_yaml(value, resolve=True) if isinstance(value, DictConfig) else str(value)
         tree.add(f"[bold]{key}[/bold]").add(Syntax(text, "yaml"))
     rprint(tree)
+
+
+def one_line(error: BaseException) -> str:
+    """The message a person can act on: the error Hydra's instantiation or OmegaConf's interpolation
+    wrapped, and of an error re-raised from a DataLoader worker ("Caught ValueError in DataLoader worker
+    process 0. Original Traceback ...") its last line, without the class name."""
+    while isinstance(error, (InstantiationException, InterpolationResolutionError)):
+        inner = error.__cause__ or error.__context__
+        if inner is None:
+            break
+        error = inner
+    message = str(error)
+    if "Original Traceback" in message:
+        last = message.strip().splitlines()[-1]
+        message = last.split(": ", 1)[1] if ": " in last else last
+    return message
 
 
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -59,8 +76,7 @@ def main(cfg: DictConfig) -> float | None:
     except (StageError, FileNotFoundError, ValueError, InstantiationException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        cause = e.__cause__ if isinstance(e, InstantiationException) and e.__cause__ else e
-        print(f"error: {cause}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
     if cfg.optimized_metric:
         if cfg.optimized_metric not in metrics:

@@ -129,3 +129,37 @@ def test_last_checkpoint_written_by_lightning_is_not_written_again(tmp_path):
         assert not last_is_current(trainer, last)
         torch.save({"global_step": trainer.global_step}, last)  # weights only: enough for fast_dev_run
         assert last_is_current(trainer, last) == fast_dev_run
+
+
+class _BadClips(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        raise ValueError("shard-000000.h5: frames [0, 6) cannot be read: the shard is corrupt")
+
+
+def test_errors_reach_the_user_as_their_own_one_line_message():
+    """OmegaConf's interpolation wrapper and a DataLoader worker's re-raise are peeled off: the user sees
+    the message the code raised, on one line."""
+    from omegaconf import OmegaConf
+
+    from train import one_line
+
+    def bad_game():
+        raise ValueError("no game 'x'")
+
+    OmegaConf.register_new_resolver("wp_test_bad", bad_game)
+    try:
+        _ = OmegaConf.create({"a": "${wp_test_bad:}"}).a
+    except ValueError as e:
+        assert one_line(e) == "no game 'x'"
+    else:
+        raise AssertionError("the resolver did not raise")
+    finally:
+        OmegaConf.clear_resolver("wp_test_bad")
+    loader = torch.utils.data.DataLoader(_BadClips(), num_workers=1)
+    with pytest.raises(ValueError) as caught:
+        next(iter(loader))
+    assert "\n" in str(caught.value)  # torch's worker re-raise carries the whole traceback
+    assert one_line(caught.value) == "shard-000000.h5: frames [0, 6) cannot be read: the shard is corrupt"

@@ -18,7 +18,9 @@ death, a level complete, game over). A truncation is never stored as a terminal.
 from __future__ import annotations
 
 import collections
+import contextlib
 import difflib
+import io
 import re
 import struct
 import warnings
@@ -73,8 +75,8 @@ class ProcgenEnv(Env):
         """time_limit: procgen's own episode length limit in steps (1000 in most games, 500 in maze and
         leaper, 2000-6000 in a few), read from the game's state; an episode it ends is truncated."""
         game = canonical_game("procgen", game)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # and gym's import-time notice on stderr: errors stay one line
             from procgen import ProcgenGym3Env
         self._cls, self.game, self.mode, self.options = ProcgenGym3Env, game, distribution_mode, options
         self.env_id = f"procgen:{game}-{distribution_mode}"

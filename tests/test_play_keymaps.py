@@ -119,7 +119,7 @@ def test_pong_keys_follow_what_each_action_does():
     assert km.no_effect == {"a": "left", "d": "right"}
     assert "no effect" in km.note(["d"]) and km.note(["w"]) == ""
     assert km.summary() == "w up (RIGHT)  s down (LEFT)  space FIRE  a d: no effect in Pong"
-    for game in ("ALE/Pong-v5", "pong", "PONG"):  # the forms a game is named in
+    for game in ("ALE/Pong-v5", "pong", "PONG", "PongNoFrameskip-v4", "atari:Pong"):  # forms of its name
         assert PONG[keymap_for("atari", PONG, 6, game=game).action(["w"])] == "RIGHT"
 
 

@@ -33,6 +33,8 @@ from typing import ClassVar
 
 import numpy as np
 
+from common.data.envs import canonical_game
+
 LATENT_KEYS = "1234567890qwrtyuiopzxcvbn"  # no e, h, m: those are player controls
 
 DIRECTIONS = ("UP", "DOWN", "LEFT", "RIGHT")
@@ -375,9 +377,13 @@ def with_overrides(keymap: Keymap, overrides: dict[str, str] | None) -> Keymap:
 
 
 def game_key(game: str | None) -> str:
-    """A game's name as ATARI_EFFECTS keys it: "ALE/Pong-v5", "atari:Pong", "PONG" -> "pong"."""
-    name = (game or "").lower().split("/")[-1].split(":")[-1]
-    return re.sub(r"[^a-z0-9]", "", re.sub(r"-v\d+$", "", name))
+    """A game's name as ATARI_EFFECTS keys it: the Atari game's one name (`canonical_game`: "ALE/Pong-v5",
+    "PongNoFrameskip-v4", "atari:Pong" -> "pong"); a name that is no Atari game is lower-cased alnum."""
+    name = (game or "").split(":")[-1]
+    try:
+        return canonical_game("atari", name).lower()
+    except ValueError:
+        return re.sub(r"[^a-z0-9]", "", re.sub(r"-v\d+$", "", name.lower().split("/")[-1]))
 
 
 @functools.cache

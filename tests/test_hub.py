@@ -14,6 +14,8 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -32,9 +34,10 @@ BREAKOUT = "atari_100k/models/Breakout.pt"
 OASIS_FIXTURE = {"height": 48, "width": 64, "enc_heads": 4, "dec_heads": 4, "max_frames": 8}
 
 
-@pytest.fixture
-def fake_hub(tmp_path, monkeypatch):
-    """A FakeHub with the fixtures as eloialonso/diamond and Etched/oasis-500m; env pointed at it."""
+@contextmanager
+def serving_fixtures(tmp_path: Path, monkeypatch) -> Iterator[FakeHub]:
+    """A FakeHub with the fixtures as eloialonso/diamond and Etched/oasis-500m; HF_ENDPOINT pointed at it,
+    the Hugging Face and worldplay caches in tmp_path (hf/, wp/). Other test modules use it too."""
     with FakeHub(tmp_path / "hub") as server:
         agent = (FIXTURES / "diamond" / "agent.pt").read_bytes()
         server.add("eloialonso/diamond", BREAKOUT, agent)
@@ -53,6 +56,12 @@ def fake_hub(tmp_path, monkeypatch):
         monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
         oasis = dataclasses.replace(hub.REGISTRY["oasis/500m"], options=OASIS_FIXTURE)
         monkeypatch.setitem(hub.REGISTRY, "oasis/500m", oasis)
+        yield server
+
+
+@pytest.fixture
+def fake_hub(tmp_path, monkeypatch):
+    with serving_fixtures(tmp_path, monkeypatch) as server:
         yield server
 
 

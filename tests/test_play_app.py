@@ -90,7 +90,7 @@ def test_record_from_env_context_and_action_file(checkpoint, tmp_path):
     [
         (["bindings={x: FLY}"], "'FLY' is not an action of coinrun; its actions: LEFT_DOWN, LEFT, "),
         (["bindings={notakey: LEFT}"], "'notakey' is not a key name; key names .*: a-z, 0-9"),
-        (["policy=walk"], "expected random, dataset or file"),
+        (["policy=walk"], "expected random, agent, dataset or file"),
         (["policy=file:/nonexistent/a.txt"], "action file not found"),
         (["context=dream"], "expected dataset, env or file:PATH"),
         (["record=out.avi"], "unsupported video format"),

@@ -2,6 +2,7 @@
 
 The fake dynamics roll the frame by the action's number of pixels; the fake env does the same, so a
 model driven with the env's actions reproduces it exactly. Reward 1 on action 1; done after `episode` steps.
+`FakeWorldModel(agent=True)` carries a `FakeAgent` as its policy (WorldModel.policy), else None.
 """
 
 from __future__ import annotations
@@ -25,8 +26,35 @@ def roll(frame: np.ndarray, action: int) -> np.ndarray:
     return np.roll(frame, shift=int(action), axis=1)
 
 
+class FakeAgent:
+    """A Policy whose action is the shown frame's top-left red value modulo num_actions; records the frames
+    it acted on and its resets."""
+
+    def __init__(self, num_actions: int = 4) -> None:
+        self.num_actions = num_actions
+        self.seen: list[torch.Tensor] = []
+        self.resets = 0
+
+    @staticmethod
+    def choose(frame: np.ndarray, num_actions: int = 4) -> int:
+        """The action it takes on one frame uint8 (H, W, C)."""
+        return int(frame[0, 0, 0]) % num_actions
+
+    def act(self, frames: torch.Tensor) -> torch.Tensor:
+        assert frames.dtype == torch.uint8 and frames.ndim == 4
+        self.seen.append(frames.clone())
+        return frames[:, 0, 0, 0].long() % self.num_actions
+
+    def reset(self) -> None:
+        self.resets += 1
+
+
 class FakeWorldModel:
-    def __init__(self, num_actions: int = 4, context_length: int = 4, episode: int = 50, reward: bool = True):
+    def __init__(
+        self, num_actions: int = 4, context_length: int = 4, episode: int = 50, reward: bool = True,
+        agent: bool = False,
+    ):  # fmt: skip
+        self.policy = FakeAgent(num_actions) if agent else None
         self.num_actions = num_actions
         self.frame_shape = (64, 64, 3)
         self.context_length = context_length
@@ -41,6 +69,8 @@ class FakeWorldModel:
         self.last = frames[:, -1].clone()
         self.t = 0
         self.resets += 1
+        if self.policy is not None:
+            self.policy.reset()
 
     def step(self, actions: torch.Tensor) -> Step:
         actions = check_actions(actions, self.num_actions)
@@ -55,7 +85,8 @@ class FakeWorldModel:
     @classmethod
     def from_checkpoint(cls, path, device="cpu"):
         ckpt = torch.load(path, weights_only=True)
-        return cls(num_actions=ckpt["fake"]["num_actions"], context_length=ckpt["fake"]["context_length"])
+        fake = ckpt["fake"]
+        return cls(fake["num_actions"], fake["context_length"], agent=bool(fake.get("agent", False)))
 
 
 class FakeEnv:

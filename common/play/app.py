@@ -1,9 +1,15 @@
 """What `python play.py` does once Hydra has composed conf/play.yaml: load, wire, play or record.
 
+`checkpoint=PATH` is a worldplay checkpoint; `pretrained=NAME` one that common.hub resolves (a known name
+such as diamond/Breakout or oasis/500m, downloaded and converted on first use, or a local upstream file).
 The family comes from the checkpoint; the dataset (held-out context episodes, env source and game,
-action names) from the datamodule hyperparameters the checkpoint holds. `context=file:PATH` starts from
-an image or a video instead (no real env unless source=/game= name one). An Oasis model with 25 actions
-and no action names (converted open-oasis weights) takes Minecraft action vectors: the Minecraft keymap.
+action names) from the datamodule hyperparameters the checkpoint holds. Contexts come from a held-out
+dataset episode when the checkpoint names a dataset, else from the real env it names with the options
+stored with it (converted DIAMOND weights: DIAMOND's Atari preprocessing, common/hub.py
+DIAMOND_ATARI_ENV); `context=file:PATH` starts from an image or a video instead (no real env unless
+source=/game= name one). An Oasis model with 25 actions and no action names (converted open-oasis
+weights) takes Minecraft action vectors: the Minecraft keymap. The checkpoint's agent
+(`WorldModel.policy`) plays on `m` in the window and with `policy=agent` headless.
 A window needs a display; `record=` runs headless on SDL's dummy driver.
 """
 
@@ -25,9 +31,21 @@ from common.play.context import (
     env_context,
 )
 from common.play.keymaps import MINECRAFT, MINECRAFT_ACTIONS, Keymap, keymap_for, with_overrides
-from common.play.policies import SequencePolicy, action_batch, make_policy
+from common.play.policies import AgentPolicy, SequencePolicy, action_batch, make_policy
 from common.play.recorder import check_writable, record
 from common.play.session import Session
+
+
+def checkpoint_path(cfg) -> str:
+    """`checkpoint=PATH`, or the worldplay checkpoint common.hub resolves `pretrained=NAME` to (with
+    `revision=`, and `game=` for a local DIAMOND .pt). One-line errors."""
+    if cfg.pretrained and cfg.checkpoint:
+        raise ValueError("give pretrained=NAME or checkpoint=PATH, not both")
+    if not cfg.pretrained:
+        return cfg.checkpoint
+    from common.hub import resolve
+
+    return str(resolve(str(cfg.pretrained), revision=cfg.revision, game=cfg.game))
 
 
 def load(checkpoint: str, device: str) -> tuple[Any, dict, str]:
@@ -35,7 +53,10 @@ def load(checkpoint: str, device: str) -> tuple[Any, dict, str]:
     from common.world_model import load_world_model
 
     if not checkpoint:
-        raise ValueError("checkpoint=PATH is required (e.g. <run_dir>/checkpoints/<stage>/last.ckpt)")
+        raise ValueError(
+            "checkpoint=PATH or pretrained=NAME is required (e.g. <run_dir>/checkpoints/<stage>/last.ckpt, "
+            "or pretrained=diamond/Breakout; `python -m common.hub list` names the pretrained models)"
+        )
     ckpt = read_checkpoint(checkpoint)
     meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
     if not meta:
@@ -47,7 +68,9 @@ def make_real_env(info: DatasetInfo):
     from common.data.envs import make_env
 
     if info.source is None:
-        raise ValueError("the checkpoint does not name its data source: no real environment")
+        raise ValueError(
+            "the checkpoint names no real environment: pass source=S game=G, or use context=file:PATH"
+        )
     return make_env(info.source, info.game, **info.env_options)
 
 
@@ -61,30 +84,36 @@ def run(cfg) -> None:
         check_writable(cfg.record)
     elif not has_display():
         raise RuntimeError("no display: use record=out.mp4 (headless), or run where a display is")
-    context_file = _context_file(str(cfg.context), str(cfg.policy))
-    world_model, ckpt, family = load(cfg.checkpoint, cfg.device)
+    context_file = _context_file(cfg.context, str(cfg.policy))
+    checkpoint = checkpoint_path(cfg)
+    world_model, ckpt, family = load(checkpoint, cfg.device)
+    torch.manual_seed(int(cfg.seed))  # the model's and the agent's sampling
+    agent = AgentPolicy(world_model.policy, cfg.device) if world_model.policy is not None else None
+    if cfg.policy == "agent" and agent is None:
+        raise ValueError(
+            f"policy=agent: {checkpoint} carries no agent (its world model has no policy); use policy=random, "
+            "or a checkpoint with one (e.g. pretrained=diamond/Breakout)"
+        )
     latent = family == "genie"
-    try:
-        info = dataset_info(ckpt, cfg.checkpoint, cfg.data_dir, cfg.split)
-    except ValueError:
-        if cfg.context == "dataset" or not (cfg.source or context_file):
-            raise
-        info = DatasetInfo(None, None, None, {}, None)  # e.g. imported weights: the env is named on the CLI
+    info = dataset_info(ckpt, checkpoint, cfg.data_dir, cfg.split)
+    mode = "file" if context_file else str(cfg.context or ("dataset" if info.path else "env"))
+    if mode == "dataset" and info.path is None:
+        raise ValueError(info.missing)
     named_env = bool(cfg.source or cfg.game)
     info.source, info.game = cfg.source or info.source, cfg.game or info.game
     context = None
     meanings: list[str] | None = None
     fps = 15
-    if cfg.context == "dataset":
+    if mode == "dataset":
         context = DatasetContext(info.path, world_model.context_length, info.seeds)
         meanings, fps = context.action_meanings, context.fps
     env, env_error = None, None
-    if cfg.context == "env" or (cfg.real_env and not cfg.record and (named_env or not context_file)):
+    if mode == "env" or (cfg.real_env and not cfg.record and (named_env or not context_file)):
         try:
             env = make_real_env(info)
             meanings, fps = meanings or env.action_meanings, env.fps
         except Exception as e:  # noqa: BLE001 - with a dataset context, no env only disables the env view
-            if cfg.context == "env":
+            if mode == "env":
                 raise
             env_error = e
     fps = int(cfg.fps or fps)
@@ -109,7 +138,7 @@ def run(cfg) -> None:
         warm = context(0) if context is not None else env_context(env, cfg.seed, world_model.context_length)
         compile_world_model(world_model, lambda: _warmup(world_model, warm, latent, keymap, cfg.device))
     if cfg.record:
-        _record(cfg, world_model, context, env, latent, fps, keymap)
+        _record(cfg, world_model, context, env, latent, fps, keymap, agent)
         return
     session = Session(
         world_model,
@@ -131,9 +160,9 @@ def run(cfg) -> None:
         session.close()
 
 
-def _context_file(spec: str, policy: str) -> str | None:
-    """`context=`: dataset | env | file:PATH -> PATH (checked before the model loads), None otherwise."""
-    if spec in ("dataset", "env"):
+def _context_file(spec: str | None, policy: str) -> str | None:
+    """`context=`: null | dataset | env | file:PATH -> PATH (checked before the model loads), None otherwise."""
+    if spec in (None, "dataset", "env"):
         return None
     if not spec.startswith("file:"):
         raise ValueError(f"context={spec!r}: expected dataset, env or file:PATH (an image or a video)")
@@ -160,7 +189,9 @@ def _warmup(world_model, ctx, latent: bool, keymap: Keymap, device: str) -> None
         world_model.step(action_batch(keymap.default_action, device))
 
 
-def _record(cfg, world_model, context, env, latent: bool, fps: int, keymap: Keymap) -> None:
+def _record(
+    cfg, world_model, context, env, latent: bool, fps: int, keymap: Keymap, agent: AgentPolicy | None
+) -> None:
     ctx = context(int(cfg.episode)) if context is not None else None
     if ctx is None:
         ctx = env_context(env, int(cfg.seed), world_model.context_length, keymap.default_action)
@@ -169,8 +200,9 @@ def _record(cfg, world_model, context, env, latent: bool, fps: int, keymap: Keym
         policy = SequencePolicy(_latent_actions(world_model, ctx), "latent actions of the dataset episode")
     else:
         policy = make_policy(
-            cfg.policy, world_model.num_actions, int(cfg.seed), ctx.future_actions, keymap.vector_actions
-        )
+            cfg.policy, world_model.num_actions, int(cfg.seed), ctx.future_actions, keymap.vector_actions,
+            agent,
+        )  # fmt: skip
     steps = int(cfg.steps)
     if isinstance(policy, SequencePolicy):
         steps = min(steps, len(policy))

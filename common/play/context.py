@@ -42,39 +42,43 @@ class Context:
 
 @dataclass
 class DatasetInfo:
-    """What a checkpoint says about its data: folder, env source / game / options, held-out seed range."""
+    """What a checkpoint says about its data: folder, env source / game / options, held-out seed range.
+
+    path is None when the checkpoint names no dataset to take contexts from (`missing` says why), e.g.
+    converted DIAMOND weights, which name only the env they were trained in (with its options)."""
 
     path: Path | None
     source: str | None
     game: str | None
     env_options: dict
     seeds: tuple[int, int] | None
+    missing: str = ""
 
 
 def dataset_info(
     ckpt: dict[str, Any], checkpoint_path: str | Path, data_dir: str | None = None, split: str = "test"
 ) -> DatasetInfo:
-    """From `ckpt["datamodule_hyper_parameters"]`: the dataset is Path(root) / name, a split a seed range."""
+    """From `ckpt["datamodule_hyper_parameters"]`: the dataset is Path(root) / name, a split a seed range;
+    the env source, game and options. Without a dataset to take contexts from (none named, no data root,
+    no such split) path is None and `missing` says why, in one line with the fix."""
     from common.data.splits import split_ranges
 
     hp = ckpt.get("datamodule_hyper_parameters") if isinstance(ckpt, dict) else None
-    if not hp or "name" not in hp:
-        raise ValueError(
-            f"{checkpoint_path}: the checkpoint names no dataset: use context=env source=S game=G"
-        )
+    hp = hp or {}
+    source, game, env = hp.get("source"), hp.get("game"), dict(hp.get("env") or {})
+    if "name" not in hp:
+        fix = "context=env" if source else "context=file:PATH, or context=env source=S game=G"
+        why = f"{checkpoint_path}: the checkpoint names no dataset: use {fix}"
+        return DatasetInfo(None, source, game, env, None, why)
     root = data_dir if data_dir is not None else hp.get("root")
     if root is None:
-        raise ValueError(f"{checkpoint_path}: the datamodule has no data root; pass data_dir=DIR")
+        why = f"{checkpoint_path}: the datamodule has no data root; pass data_dir=DIR"
+        return DatasetInfo(None, source, game, env, None, why)
     ranges = split_ranges(hp.get("splits") or {"train": 1.0}, hp.get("seed_start", 0), hp.get("episodes", 0))
     if split not in ranges:
-        raise ValueError(f"{checkpoint_path}: the dataset has no {split!r} split (has {', '.join(ranges)})")
-    return DatasetInfo(
-        Path(root) / str(hp["name"]),
-        hp.get("source"),
-        hp.get("game"),
-        dict(hp.get("env") or {}),
-        ranges[split],
-    )
+        why = f"{checkpoint_path}: the dataset has no {split!r} split (has {', '.join(ranges)}): pass split=NAME"
+        return DatasetInfo(None, source, game, env, None, why)
+    return DatasetInfo(Path(root) / str(hp["name"]), source, game, env, ranges[split])
 
 
 class DatasetContext:

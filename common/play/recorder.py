@@ -1,12 +1,14 @@
 """Headless play: drive a WorldModel with a policy for N steps and write the video (no display needed).
 
+The policy starts on the context (`PlayPolicy.begin`) and then sees, each step, the frame on show: the
+context's last frame, then the frame the model generated last (what an agent acts on).
+
 With the dataset policy the real continuation of the held-out episode is tiled beside the generated
 one (real | generated) and the rollout PSNR against the real frames is returned.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import torch
 
 from common.metrics import psnr
 from common.play.context import Context
-from common.play.policies import action_batch
+from common.play.policies import PlayPolicy, action_batch
 from common.video import side_by_side, upscale, write_video
 
 
@@ -52,7 +54,7 @@ def _can_write(folder: Path) -> bool:
 def record(
     world_model,
     context: Context,
-    policy: Callable[[int], int | np.ndarray],
+    policy: PlayPolicy,
     steps: int,
     path: str | Path,
     fps: int = 15,
@@ -72,10 +74,12 @@ def record(
     frames = torch.from_numpy(context.frames).to(device)[None]
     actions = None if latent else torch.from_numpy(context.actions).to(device)[None]
     world_model.reset(frames, actions)
-    generated, ret = [], None
+    policy.begin(context.frames)
+    frame, generated, ret = context.frames[-1], [], None
     for k in range(steps):
-        out = world_model.step(action_batch(policy(k), device))
-        generated.append(out.frames[0].cpu().numpy())
+        out = world_model.step(action_batch(policy(k, frame), device))
+        frame = out.frames[0].cpu().numpy()
+        generated.append(frame)
         if out.reward is not None:
             ret = (ret or 0.0) + float(out.reward[0])
     video = np.stack(generated)

@@ -8,12 +8,18 @@ same action stream, and shows one of them (`view`: "model" or "env"). Commands:
     step_once    one step while paused
     view_model / view_env / toggle_view
     more_steps / fewer_steps   steps before an automatic reset
-    toggle_policy              human keys <-> random actions
+    toggle_policy              human keys <-> the checkpoint's agent (`m`); random actions without one
     toggle_help, quit
 
 `tick(pressed)` advances one step unless paused; an automatic reset follows a predicted (or real) episode
 end, or `max_steps` steps. Genie's latent actions cannot drive the real env: its env runs on the env's own
 keymap (or random env actions) while the model takes the latent keys.
+
+The agent: a checkpoint's `WorldModel.policy` (e.g. DIAMOND's actor-critic), found through the interface
+only. While it plays it acts on the frame on show (the model's, or the real env's in the env view), its
+recurrent state burned in on the frames shown before it took over (and on each new context); the same
+action drives the real env in lockstep. A checkpoint without one gets random actions on `m`, and the
+header says so.
 
 Speed: the status carries the last model step's wall time and the rate steps really came at; when the
 median of the last `SLOW_STEPS` model steps is over `SLOW_FACTOR` times the target frame period, one
@@ -35,7 +41,7 @@ import torch
 
 from common.play.context import Context, env_context, replay
 from common.play.keymaps import Keymap
-from common.play.policies import RandomPolicy, action_batch, make_policy
+from common.play.policies import AgentPolicy, RandomPolicy, action_batch, make_policy
 
 COMMANDS = (
     "reset",
@@ -69,12 +75,13 @@ class Status:
     ret: float | None
     done: bool | None
     paused: bool
-    policy: str
+    policy: str  # who plays: "human", "agent" (the checkpoint's) or "random"
     message: str
     step_ms: float  # wall time of the last model step
     fps: float | None = None  # steps per second over the last RATE_STEPS steps (None: fewer than 2 yet)
     target_fps: float | None = None
     warning: str = ""  # the slow-step warning, once given
+    agent: bool = False  # the checkpoint carries an agent (what `m` hands the controls to)
 
 
 class Session:
@@ -133,6 +140,11 @@ class Session:
             "random", world_model.num_actions, seed, minecraft=keymap.vector_actions
         )
         self.random_env: RandomPolicy | None = None
+        policy = world_model.policy  # the checkpoint's agent (WorldModel.policy), None without one
+        self.agent = AgentPolicy(policy, self.device) if policy is not None else None
+        self._shown: deque[np.ndarray] = deque(
+            maxlen=world_model.context_length
+        )  # frames on show, oldest first
         self.context: Context | None = None
         self._step_once = False
         self._pending_reset = False
@@ -161,7 +173,14 @@ class Session:
         elif name == "fewer_steps":
             self.max_steps = next((s for s in reversed(STEP_CHOICES) if s < self.max_steps), self.max_steps)
         elif name == "toggle_policy":
-            self.policy = "random" if self.policy == "human" else "human"
+            if self.policy != "human":
+                self.policy = "human"  # the header says so; the key notes show again
+            elif self.agent is not None:
+                self.policy, self.message = "agent", "the checkpoint's agent plays (m: back to your keys)"
+                self.agent.begin(np.stack(self._shown))
+            else:
+                self.policy = "random"
+                self.message = "random actions: this checkpoint carries no agent (m: back to your keys)"
         elif name == "toggle_help":
             self.show_help = not self.show_help
         elif name == "quit":
@@ -187,6 +206,10 @@ class Session:
             self.world_model.reset(frames, actions)
         self.model_frame = self.context.frames[-1]
         self.env_frame = env_frame
+        self._shown.clear()
+        self._shown.extend(self.context.frames)
+        if self.policy == "agent":
+            self.agent.begin(self.context.frames)
         self.step_count = 0
         self.last_action = "-"
         self.model_reward: float | None = None
@@ -233,6 +256,7 @@ class Session:
             self.env_frame, self.env_reward, self.env_done = self.env.step(env_action)
             self.env_return += self.env_reward
         self.last_action = self._action_name(model_action, env_action)
+        self._shown.append(self.frame)
         self.step_count += 1
         done = self.env_done if self.view == "env" else bool(self.model_done)
         if done or self.step_count >= self.max_steps:
@@ -262,6 +286,7 @@ class Session:
             fps=self.fps,
             target_fps=self.target_fps,
             warning=self.warning,
+            agent=self.agent is not None,
         )
 
     @property
@@ -320,6 +345,8 @@ class Session:
         """The actions of this step; sets `key_note`, what the held keys do not do (unbound keys, keys with
         no effect in this game, a combination it lacks)."""
         self.key_note = ""
+        if self.policy == "agent":
+            return self.agent(self.step_count, self.frame), None
         if self.policy == "random":
             model_action = self.random_model(self.step_count)
             env_action = self.random_env(self.step_count) if (self.latent and self.random_env) else None

@@ -1,8 +1,8 @@
 """The pygame window of the player: the scaled frame, a header, a help overlay, key events -> session.
 
 Controls (the help overlay, `h`, lists them): Enter reset, `.` pause, `e` one step while paused,
-←/→ world model / real environment, ↑/↓ steps before an automatic reset, `m` human / random policy,
-Esc quit. Where the game's keymap itself uses the arrows (CoinRun), the arrow controls need Ctrl held.
+←/→ world model / real environment, ↑/↓ steps before an automatic reset, `m` hands the controls to the
+checkpoint's agent and back (random actions when it carries none; the header says who plays), Esc quit. Where the game's keymap itself uses the arrows (CoinRun), the arrow controls need Ctrl held.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ CONTROLS = [
     ("e", "one step while paused"),
     ("<- / ->", "world model / real env"),
     ("up / down", "steps before auto reset"),
-    ("m", "human / random policy"),
+    ("m", "you / the checkpoint's agent (random if none)"),
     ("h", "this help"),
     ("Esc", "quit"),
 ]
@@ -137,7 +137,7 @@ class Window:
         view = "WORLD MODEL" if st.view == "model" else "REAL ENV"
         fps = "-" if st.fps is None else f"{st.fps:.1f}"
         flags = " PAUSED" if st.paused else ""
-        line1 = f"{self.title} | {view}{flags} | {st.policy} | h: help"
+        line1 = f"{self.title} | {view}{flags} | {self.player(st)} | h: help"
         target = f"{st.target_fps or self.fps:g}"
         line2 = f"step {st.step}/{st.max_steps}  ep {st.episode}  {fps} fps of {target}  model {st.step_ms:.0f} ms"
         parts = [f"action {st.action}"]
@@ -152,6 +152,15 @@ class Window:
                 f"keys {keys[0]}..{keys[-1]}: latent actions 0..{len(keys) - 1} (h: legend, real-env keys)"
             )
         return [line1, line2, "  ".join(parts), line4]
+
+    @staticmethod
+    def player(st) -> str:
+        """Who plays, and what `m` switches to."""
+        if st.policy == "agent":
+            return "AGENT (m: human)"
+        if st.policy == "random":
+            return "RANDOM policy: no agent in this checkpoint (m: human)"
+        return f"human (m: {'agent' if st.agent else 'random'})"
 
     @staticmethod
     def help_lines(keymap: Keymap, env_keymap: Keymap | None) -> list[str]:

@@ -36,6 +36,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
+from common.init_from import init_source
 from common.resume import exit_if_preempted, resume_checkpoint
 from common.wandb_logger import StageWandbLogger, logged_history
 
@@ -318,7 +319,14 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
     datamodule = hydra.utils.instantiate(scfg.data, _convert_="all")
     if cfg.train:
         mcfg = module_config(scfg, stage, run_dir)
+        family = hydra.utils.get_class(mcfg._target_).family
+        resume = None if scfg.trainer.fast_dev_run else resume_checkpoint(cfg.resume, run_dir, stage, family)
+        # init_from= (fine-tuning) only for a stage that starts fresh: a resumed one goes on from its own
+        init = None if resume else init_source(cfg.get("init_from"), family, stage, stage_names(cfg))
+        mcfg = init.module_config(mcfg) if init else mcfg
         module = hydra.utils.instantiate(mcfg, _convert_="all")
+        if init:
+            init.load(module, mcfg, keep=earlier_checkpoints(scfg, stage, mcfg))
         inputs = StageInputs(module, stage, earlier_checkpoints(scfg, stage, mcfg))
     else:
         mcfg = scfg.model[stage]
@@ -333,11 +341,6 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         metrics: dict[str, float] = {}
         if cfg.train:
             last = checkpoint_dir(run_dir, stage) / "last.ckpt"
-            resume = (
-                None
-                if scfg.trainer.fast_dev_run
-                else resume_checkpoint(cfg.resume, run_dir, stage, module.family)
-            )
             if resume:
                 check_family(resume, module.family, stage)
                 for line in inputs.check_resume(resume):

@@ -134,3 +134,27 @@ def f1_score(pred: Tensor, target: Tensor, positive: int = 1) -> float:
     tp = (p & t).sum().item()
     denom = p.sum().item() + t.sum().item()
     return 1.0 if denom == 0 else 2.0 * tp / denom
+
+
+def derangement(n: int, generator: torch.Generator) -> Tensor:
+    """A seeded permutation of range(n) that moves every index when n > 1: long (n,), one n-cycle through
+    a random order (perm[order[i]] = order[i + 1]); [0] for n = 1."""
+    order = torch.randperm(n, generator=generator)
+    perm = torch.empty(n, dtype=torch.long)
+    perm[order] = order.roll(-1)
+    return perm
+
+
+@torch.inference_mode()
+def shuffled_next_errors(world_model, frames: Tensor, actions: Tensor, context: int, generator) -> Tensor:
+    """Per-clip MSE (B,) of the next frame generated with the actions shuffled across the batch's clips.
+
+    As `rollout_metrics`' step 1 (`psnr_next`): real context frames[:, :context] with their recorded
+    actions, then one step, but the action leading to the predicted frame (actions[:, context - 1]) is
+    that of clip perm[b], perm a seeded `derangement` (no clip keeps its own; with B = 1 it does). A model
+    that follows its actions scores lower here than on psnr_next; one that ignores them scores the same.
+    frames uint8 (B, T, H, W, C), T > context; actions long (B, T); generator seeds the permutation."""
+    perm = derangement(frames.shape[0], generator).to(actions.device)
+    world_model.reset(frames[:, :context], actions[:, :context])
+    predicted = world_model.step(actions[perm, context - 1]).frames
+    return mse(predicted, frames[:, context].to(predicted.device))

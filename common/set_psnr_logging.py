@@ -1,16 +1,31 @@
 """LightningModule mixin that logs set PSNRs (common.metrics.SetPSNR) at the end of each evaluation epoch.
 
-A module adds per-image MSEs to `self.set_psnr` in its validation/test steps; at the epoch's end the
-mixin sums them over ranks, logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`, which
-turns every `{name}/inferred` + `{name}/random` pair of sets into its ΔtPSNR, common.delta_psnr) and
-empties the meter.
+A module adds per-image MSEs to `self.set_psnr` in its validation/test steps, and the per-clip errors of
+each ΔtPSNR with `self.add_delta_psnr(name, errors, seeds)`. At the epoch's end the mixin sums the MSEs
+over ranks and logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`, which turns every
+`{name}/inferred` + `{name}/random` pair of sets into its ΔtPSNR, common.delta_psnr). For every ΔtPSNR it
+also gathers the per-clip errors of all ranks and logs the bootstrap interval over clips as `{name}_low`
+(5th percentile) and `{name}_high` (95th), and keeps the per-clip values in `self.eval_records[name]`
+(plain lists: what common.callbacks writes to `<run_dir>/per_clip.json` after a test). Then it empties
+the meters.
 List the mixin before `L.LightningModule`; a module that defines its own epoch-end hook calls super().
 """
 
 from __future__ import annotations
 
-from common.delta_psnr import derive_delta_psnr
-from common.metrics import SetPSNR
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from common.delta_psnr import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    ClipErrors,
+    bootstrap_delta_psnr,
+    derive_delta_psnr,
+)
+from common.metrics import SetPSNR, psnr_of_mse
 
 
 class SetPSNRLogging:
@@ -20,24 +35,86 @@ class SetPSNRLogging:
             self.__dict__["_set_psnr"] = SetPSNR()
         return self.__dict__["_set_psnr"]
 
+    @property
+    def clip_errors(self) -> ClipErrors:
+        """The epoch's per-clip ΔtPSNR errors (common.delta_psnr.ClipErrors)."""
+        if "_clip_errors" not in self.__dict__:
+            self.__dict__["_clip_errors"] = ClipErrors()
+        return self.__dict__["_clip_errors"]
+
+    @property
+    def eval_records(self) -> dict[str, dict[str, Any]]:
+        """Per-clip values of the last evaluation epoch, by metric name (JSON-ready)."""
+        if "_eval_records" not in self.__dict__:
+            self.__dict__["_eval_records"] = {}
+        return self.__dict__["_eval_records"]
+
+    def add_delta_psnr(self, name: str, errors: tuple[Tensor, Tensor], seeds: Tensor | None = None) -> None:
+        """Add `delta_psnr_errors` output ((B,) real-action and (B,) random-action MSEs) for metric `name`
+        (e.g. "test/delta_psnr_t4"); seeds: (B,) level seeds of the clips, kept in the per-clip record."""
+        self.set_psnr.add(f"{name}/inferred", errors[0])
+        self.set_psnr.add(f"{name}/random", errors[1])
+        self.clip_errors.add(name, errors, seeds)
+
     def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
         """Set PSNRs -> the metrics to log: ΔtPSNR pairs become their difference, the rest pass through."""
         return derive_delta_psnr(values)
+
+    def _gather_objects(self):
+        """object -> every rank's object (rank order) under DDP; None with one process."""
+        if self.trainer.world_size <= 1 or not torch.distributed.is_initialized():
+            return None
+
+        def gather(obj):
+            out = [None] * torch.distributed.get_world_size()
+            torch.distributed.all_gather_object(out, obj)
+            return out
+
+        return gather
+
+    def _delta_psnr_intervals(self) -> dict[str, float]:
+        """`{name}_low` / `{name}_high` for every ΔtPSNR of the epoch; fills `eval_records`."""
+        out = {}
+        for name, (inferred, random, seeds) in self.clip_errors.gather(self._gather_objects()).items():
+            if inferred.numel() == 0:
+                continue
+            low, high = bootstrap_delta_psnr(inferred, random)
+            out[f"{name}_low"], out[f"{name}_high"] = low, high
+            self.eval_records[name] = {
+                "clips": inferred.numel(),
+                "low": low,
+                "high": high,
+                "quantiles": [0.05, 0.95],
+                "resamples": BOOTSTRAP_RESAMPLES,
+                "bootstrap_seed": BOOTSTRAP_SEED,
+                "seeds": seeds.tolist(),
+                "mse_inferred": inferred.tolist(),
+                "mse_random": random.tolist(),
+                "delta_psnr": (psnr_of_mse(inferred) - psnr_of_mse(random)).tolist(),  # per clip, dB
+            }
+        return out
 
     def _log_set_psnr(self) -> None:
         reduce = None
         if self.trainer.world_size > 1:
             reduce = lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()  # noqa: E731
         values = self.derive_set_metrics(self.set_psnr.compute(reduce))
+        values.update(self._delta_psnr_intervals())
         for name, value in values.items():
             self.log(name, value, prog_bar=name.endswith("psnr_next") or name.endswith("psnr_recon"))
         self.set_psnr.reset()
+        self.clip_errors.reset()
+
+    def _reset_meters(self) -> None:
+        self.set_psnr.reset()
+        self.clip_errors.reset()
+        self.eval_records.clear()
 
     def on_validation_epoch_start(self) -> None:
-        self.set_psnr.reset()
+        self._reset_meters()
 
     def on_test_epoch_start(self) -> None:
-        self.set_psnr.reset()
+        self._reset_meters()
 
     def on_validation_epoch_end(self) -> None:
         self._log_set_psnr()

@@ -6,7 +6,10 @@
   on the tokens of a frozen tokenizer read from `tokenizer_ckpt`; the tokenizer's constructor
   arguments are kept in this module's hyperparameters and its weights in its state dict, so a
   dynamics checkpoint is self-contained. Evaluates psnr_next / rollouts (latent actions inferred by
-  the LAM from the real frames), the copy-last-frame baseline and ΔtPSNR at t = `delta_t`.
+  the LAM from the real frames), the copy-last-frame baseline, ΔtPSNR at t = `delta_t` with its
+  bootstrap interval, and `action_nmi`: how well the LAM's latent actions name the environment's
+  controls (common/action_nmi.py; `env_game` says how the recorded actions group, `num_env_actions` = 0
+  turns it off). `latent_action_video` plays every latent action from the same real frames.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from common.action_nmi import ActionProbe
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors
+from common.delta_psnr import delta_psnr_errors
 from common.metrics import mse, rollout_metrics
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
@@ -154,6 +158,8 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         betas: list[float] = (0.9, 0.9),
         weight_decay: float = 1e-4,
         warmup_steps: int = 5000,
+        env_game: str | None = None,
+        num_env_actions: int = 0,
     ):
         super().__init__()
         tokenizer_state = None
@@ -187,6 +193,10 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             self.tokenizer.num_codes, num_latent_actions, grid, dyn_d_model, dyn_num_heads, dyn_num_layers,
             mlp_ratio, dropout,
         )  # fmt: skip
+        # latent action x recorded control over each evaluation epoch's transitions (not in the state dict)
+        self.action_probe = (
+            ActionProbe(num_latent_actions, env_game, num_env_actions) if num_env_actions else None
+        )
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -209,7 +219,20 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         actions = self.lam.encode(to_model(frames))[1]
         return torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], 1)
 
-    def _losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    @torch.no_grad()
+    def latent_action_video(self, starts: torch.Tensor, steps: int = 8) -> torch.Tensor:
+        """Every latent action held from the same real frames: starts uint8 (R, H, W, C) -> uint8
+        (R, A, steps, H, W, C), [r, a] the `steps` frames generated from starts[r] with latent action a at
+        every step (A = num_latent_actions; MaskGIT as in evaluation, seeded)."""
+        a = self.hparams.num_latent_actions
+        wm = self.world_model(seed=0)
+        wm.reset(starts.repeat_interleave(a, dim=0)[:, None])  # (R * A, 1, H, W, C), rows r-major
+        actions = torch.arange(a, device=starts.device).repeat(starts.shape[0])
+        frames = torch.stack([wm.step(actions).frames for _ in range(steps)], dim=1)
+        return frames.reshape(starts.shape[0], a, *frames.shape[1:])
+
+    def _losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+        """(loss, logs, the LAM's latent actions long (B, T-1)) of a batch of frames uint8 (B, T, H, W, C)."""
         x = to_model(frames)
         with torch.no_grad():
             tokens = self.tokenizer.encode(x)[1]  # (B, T, N)
@@ -225,10 +248,10 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             "loss": loss, "lam_mse": lam_mse, "lam_vq_loss": lam_vq, "dyn_ce": ce, "dyn_token_acc": acc,
             "action_usage": stats["usage"], "action_entropy": stats["perplexity"].log(),
         }  # fmt: skip
-        return loss, logs
+        return loss, logs, actions
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss, logs = self._losses(batch["frames"])
+        loss, logs, _ = self._losses(batch["frames"])
         b = batch["frames"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=b)
         self.log_dict({f"train/{k}": v for k, v in logs.items() if k != "loss"}, batch_size=b)
@@ -236,9 +259,11 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
     def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
         frames = batch["frames"]
-        _, logs = self._losses(frames)
+        _, logs, latent = self._losses(frames)
         self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
                       batch_size=frames.shape[0])  # fmt: skip
+        if self.action_probe is not None and "actions" in batch:
+            self.action_probe.add(latent, batch["actions"][:, : latent.shape[1]])
         if batch_idx >= self.hparams.rollout_batches:
             return
         h = self.hparams
@@ -250,13 +275,47 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix, self.set_psnr)
         self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
         errors = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
-        add_delta_psnr_errors(self.set_psnr, f"{prefix}/delta_psnr_t{h.delta_t}", errors)
+        seeds = batch["seeds"][: h.rollout_clips] if "seeds" in batch else None
+        self.add_delta_psnr(f"{prefix}/delta_psnr_t{h.delta_t}", errors, seeds)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")
 
     def test_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
+
+    def _log_action_nmi(self, prefix: str) -> None:
+        """Log `{prefix}/action_nmi` and `_shuffled` over the epoch's transitions (all ranks); the table
+        goes to `eval_records[f"{prefix}/action_nmi"]`."""
+        if self.action_probe is None:
+            return
+        reduce = None
+        if self.trainer.world_size > 1:
+            reduce = lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()  # noqa: E731
+        out = self.action_probe.compute(reduce)
+        self.action_probe.reset()
+        if out is not None:
+            self.log(f"{prefix}/action_nmi", out["nmi"])
+            self.log(f"{prefix}/action_nmi_shuffled", out["nmi_shuffled"])
+            self.eval_records[f"{prefix}/action_nmi"] = out
+
+    def on_validation_epoch_start(self) -> None:
+        super().on_validation_epoch_start()
+        if self.action_probe is not None:
+            self.action_probe.reset()
+
+    def on_test_epoch_start(self) -> None:
+        super().on_test_epoch_start()
+        if self.action_probe is not None:
+            self.action_probe.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        self._log_action_nmi("val")
+
+    def on_test_epoch_end(self) -> None:
+        super().on_test_epoch_end()
+        self._log_action_nmi("test")
 
     def configure_optimizers(self):
         h = self.hparams

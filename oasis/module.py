@@ -15,8 +15,8 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import add_delta_psnr_errors, delta_psnr_errors
-from common.metrics import mse, rollout_metrics
+from common.delta_psnr import delta_psnr_errors
+from common.metrics import mse, rollout_metrics, shuffled_next_errors
 from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from oasis.diffusion import DiffusionForcing
@@ -124,7 +124,8 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     """Stage `dit`: diffusion forcing (independent noise level per frame, v-prediction, min-SNR
     weights) of the causal DiT on frozen VAE latents; evaluation by autoregressive rollouts, by
-    ΔtPSNR at t = `delta_t` (the recorded actions against random ones: does the DiT follow them?) and by
+    ΔtPSNR at t = `delta_t` (the recorded actions against random ones: does the DiT follow them?), by the
+    next frame with the batch's actions shuffled across clips (`psnr_next_shuffled`) and by
     the two decoded latents that bracket the next frame (`latent_bracket_errors`)."""
 
     family = "oasis"
@@ -267,10 +268,12 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.set_psnr.add(f"{split}/psnr_recon_next", recon_err)
         metrics, _ = rollout_metrics(wm, frames, actions, ctx, horizon, split, self.set_psnr, horizons)
         self.log_dict(metrics, **log)
+        shuffled = shuffled_next_errors(wm, frames, actions, ctx, torch.Generator().manual_seed(batch_idx))
+        self.set_psnr.add(f"{split}/psnr_next_shuffled", shuffled)  # the batch's actions across clips
         if t >= self.hparams.delta_t:
             gen = torch.Generator().manual_seed(batch_idx)
             errors = delta_psnr_errors(wm, frames, actions, self.hparams.delta_t, gen)
-            add_delta_psnr_errors(self.set_psnr, f"{split}/delta_psnr_t{self.hparams.delta_t}", errors)
+            self.add_delta_psnr(f"{split}/delta_psnr_t{self.hparams.delta_t}", errors, batch.get("seeds"))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, batch_idx, "val", self.hparams.val_horizon)

@@ -6,8 +6,9 @@ import math
 import pytest
 import torch
 
-from common.delta_psnr import delta_psnr, derive_delta_psnr
+from common.delta_psnr import bootstrap_delta_psnr, delta_psnr, derive_delta_psnr
 from common.metrics import SetPSNR, mse, psnr_of_mse
+from common.set_psnr_logging import SetPSNRLogging
 from common.world_model import Step
 from genie.module import GenieDynamicsModule
 from oasis.module import OasisDiTModule
@@ -56,3 +57,69 @@ def test_delta_psnr_oracle():
     torch.testing.assert_close(got, expected)
     with pytest.raises(ValueError, match="needs clips of >= 6 frames"):
         delta_psnr(wm, frames, actions, t=6)
+
+
+def _binomial_quantile(n: int, q: float) -> int:
+    """Smallest k with P(Binomial(n, 1/2) <= k) >= q."""
+    cdf = 0.0
+    for k in range(n + 1):
+        cdf += math.comb(n, k) / 2**n
+        if cdf >= q:
+            return k
+    return n
+
+
+def test_bootstrap_interval_known_answer():
+    """100 clips, real-action MSE 0.01 each, random-action MSE 0.04 on half and 0.02 on the other half.
+    A resample draws K ~ Binomial(100, 1/2) clips of 0.04, so its ΔtPSNR is 10·log10((0.02 + K·0.0002)
+    / 0.01), increasing in K: the 5th / 95th percentiles are those of K (42 and 58), exactly."""
+    inferred = torch.full((100,), 0.01)
+    random = torch.tensor([0.04] * 50 + [0.02] * 50)
+    low, high = bootstrap_delta_psnr(inferred, random, resamples=10_000, seed=0)
+    at = lambda k: 10 * math.log10((0.02 + k * 0.0002) / 0.01)  # noqa: E731
+    assert (_binomial_quantile(100, 0.05), _binomial_quantile(100, 0.95)) == (42, 58)
+    assert low == pytest.approx(at(42), abs=1e-6) and high == pytest.approx(
+        at(58), abs=1e-6
+    )  # K +- 1: 0.03 dB
+    assert low < at(50) < high  # the point value (all 100 clips) lies inside
+    assert bootstrap_delta_psnr(inferred, random, resamples=10_000, seed=0) == (low, high), "seeded"
+
+
+def test_bootstrap_interval_collapses_on_identical_clips():
+    """Every resample of identical clips is the whole set: the interval is the point value."""
+    low, high = bootstrap_delta_psnr(torch.full((7,), 0.01), torch.full((7,), 0.04), resamples=1000)
+    assert low == pytest.approx(10 * math.log10(4.0)) and high == pytest.approx(10 * math.log10(4.0))
+    with pytest.raises(ValueError, match="at least 1000 resamples"):
+        bootstrap_delta_psnr(torch.ones(3), torch.ones(3), resamples=10)
+
+
+class Meter(SetPSNRLogging):
+    """The logging mixin alone: what it would log, with a stand-in trainer of one process."""
+
+    def __init__(self):
+        self.logged = {}
+        self.trainer = type("T", (), {"world_size": 1})()
+
+    def log(self, name, value, **_):
+        self.logged[name] = value
+
+
+def test_mixin_logs_bounds_and_keeps_per_clip_values():
+    """The epoch's ΔtPSNR gets `_low` / `_high` beside it; the per-clip errors and seeds stay readable."""
+    m = Meter()
+    m.on_test_epoch_start()
+    inferred, random = torch.tensor([0.01, 0.02, 0.01, 0.03]), torch.tensor([0.04, 0.02, 0.05, 0.06])
+    m.add_delta_psnr("test/delta_psnr_t4", (inferred[:2], random[:2]), seeds=torch.tensor([5, 5]))
+    m.add_delta_psnr("test/delta_psnr_t4", (inferred[2:], random[2:]), seeds=torch.tensor([6, 7]))
+    m.on_test_epoch_end()
+    point = 10 * math.log10(random.mean() / inferred.mean())
+    assert m.logged["test/delta_psnr_t4"] == pytest.approx(point, abs=1e-5)
+    low, high = bootstrap_delta_psnr(inferred, random)
+    assert m.logged["test/delta_psnr_t4_low"] == pytest.approx(low)
+    assert m.logged["test/delta_psnr_t4_high"] == pytest.approx(high)
+    assert low <= point <= high
+    record = m.eval_records["test/delta_psnr_t4"]
+    assert record["mse_inferred"] == pytest.approx(inferred.tolist())
+    assert record["mse_random"] == pytest.approx(random.tolist())
+    assert record["seeds"] == [5, 5, 6, 7] and record["clips"] == 4
+    assert record["delta_psnr"] == pytest.approx((10 * torch.log10(random / inferred)).tolist(), abs=1e-4)

@@ -260,7 +260,8 @@ def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):
     assert float(metrics["test/end_events"]) == sum(float(o["target_end"].sum()) for o in targets) > 0
     assert float(metrics["test/reward_events"]) == sum(float((o["target_rew"] != 1).sum()) for o in targets)
     assert float(metrics["test/end_predicted"]) >= 0
-    for key in ("test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k3", "test/rollout_copy_last_k3"):
+    for key in ("test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k3", "test/rollout_copy_last_k3",
+                "test/psnr_next_shuffled"):  # fmt: skip
         assert key in metrics, sorted(metrics)
     assert 0.0 <= float(metrics["test/reward_f1"]) <= 1.0 and 0.0 <= float(metrics["test/end_f1"]) <= 1.0
     path = tmp_path / "m.ckpt"

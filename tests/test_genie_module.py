@@ -14,7 +14,8 @@ TOKENIZER = dict(frame_size=16, patch_size=4, d_model=32, num_heads=2, enc_layer
 DYNAMICS = dict(frame_size=16, max_frames=6, num_latent_actions=3, lam_patch_size=8, lam_d_model=32,
                 lam_num_heads=2, lam_enc_layers=1, lam_dec_layers=1, lam_code_dim=8, dyn_d_model=32,
                 dyn_num_heads=2, dyn_num_layers=1, maskgit_steps=3, context_frames=2, rollout_horizon=3,
-                delta_t=4, rollout_batches=1, rollout_clips=2, warmup_steps=2, lr=1e-3, min_lr=1e-4)  # fmt: skip
+                delta_t=4, rollout_batches=1, rollout_clips=2, warmup_steps=2, lr=1e-3, min_lr=1e-4,
+                env_game="procgen:coinrun", num_env_actions=15)  # fmt: skip
 
 
 class Clips(Dataset):
@@ -28,7 +29,8 @@ class Clips(Dataset):
         for t in range(6):
             x = (i + 2 * t) % 12
             frames[t, 4:8, x : x + 4] = 230
-        return {"frames": frames, "actions": torch.zeros(6, dtype=torch.long)}
+        actions = torch.tensor([7, 8, 1, 4, 7, 2])  # RIGHT, RIGHT_UP, LEFT, NOOP, RIGHT, LEFT_UP
+        return {"frames": frames, "actions": actions, "seeds": torch.tensor(100 + i // 2)}
 
 
 def trainer(steps=4):
@@ -59,8 +61,33 @@ def checkpoints(tmp_path_factory):
 def test_dynamics_test_metrics(checkpoints):
     metrics = checkpoints[2]
     for name in ["psnr_next", "psnr_copy_last", "rollout_psnr_k3", "rollout_copy_last_k3", "delta_psnr_t4",
+                 "delta_psnr_t4_low", "delta_psnr_t4_high", "action_nmi", "action_nmi_shuffled",
                  "action_usage", "action_entropy", "dyn_ce"]:  # fmt: skip
         assert f"test/{name}" in metrics, name
+    assert (
+        metrics["test/delta_psnr_t4_low"]
+        <= metrics["test/delta_psnr_t4"]
+        <= metrics["test/delta_psnr_t4_high"]
+    )
+    assert 0 <= metrics["test/action_nmi"] <= 1 and 0 <= metrics["test/action_nmi_shuffled"] <= 1
+
+
+def test_action_probe_table_pairs_latent_actions_with_grouped_controls(checkpoints):
+    """The test's contingency table counts every test transition (8 clips x 5) by latent action and CoinRun
+    control; its latent actions are the LAM's on those frames."""
+    module = GenieDynamicsModule.load_from_checkpoint(checkpoints[1], weights_only=True)
+    data = DataLoader(Clips(), batch_size=4)
+    trainer().test(module, data, verbose=False)
+    record = module.eval_records["test/action_nmi"]
+    assert record["controls"] == ["NOOP", "LEFT", "RIGHT", "JUMP", "LEFT+JUMP", "RIGHT+JUMP"]
+    table = torch.tensor(record["table"])
+    assert table.shape == (3, 6) and table.sum() == 8 * 5 == record["transitions"]
+    # per clip: RIGHT, RIGHT+JUMP, LEFT, NOOP, RIGHT -> column sums 8 x (1 NOOP, 1 LEFT, 2 RIGHT, 1 R+J)
+    assert table.sum(0).tolist() == [8, 8, 16, 0, 0, 8]
+    latent = torch.cat([module.latent_actions(b["frames"])[:, :-1].flatten() for b in data])
+    assert table.sum(1).tolist() == torch.bincount(latent, minlength=3).tolist()
+    clips = module.eval_records["test/delta_psnr_t4"]
+    assert clips["clips"] == 2 and clips["seeds"] == [100, 100]  # rollout_batches=1 x rollout_clips=2
 
 
 def test_tokenizer_test_metrics(checkpoints):

@@ -69,6 +69,9 @@ def test_stages_write_family_metadata_and_metrics(ckpts):
         "test/rollout_psnr_k5",
         "test/rollout_copy_last_k5",
         "test/delta_psnr_t4",
+        "test/delta_psnr_t4_low",
+        "test/delta_psnr_t4_high",
+        "test/psnr_next_shuffled",
         "test/psnr_latent_copy",
         "test/psnr_recon_next",
     ):

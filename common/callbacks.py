@@ -6,7 +6,15 @@ callback adds what needs whole clips and files:
 - a sample video from fixed held-out clips (the first `num_videos` clips of the first val/test batch),
   real on the left and generated on the right, one row per clip, written to
   `<run_dir>/videos/<stage>/<split>_step<N>.mp4` and logged to W&B when a WandbLogger is active;
-- FVD (`<split>/fvd`) over up to `fvd_num_videos` clips when `fvd_weights` names an I3D TorchScript file.
+- FVD (`<split>/fvd`) over up to `fvd_num_videos` clips when `fvd_weights` names an I3D TorchScript file;
+- after a test, in the run directory (`video_dir` when set): `test_records.json`, the values behind the
+  test metrics that a module keeps in `eval_records` (per-clip ΔtPSNR errors with their bootstrap
+  interval, the latent action x control table behind action_nmi), merged over stages like metrics.json;
+  and `latent_actions.mp4` from a module with `latent_action_video(starts) -> uint8 (R, A, S, H, W, C)`
+  (Genie dynamics): one row per test level (the first frame of its first test clip; `latent_action_levels`
+  levels), one column per latent action held for `latent_action_steps` frames, columns labelled with the
+  latent action and the control it matches best with its lift (from the `test/action_nmi` record), rows
+  with the level.
 
 Generation, first match wins:
 1. `module.sample_video(batch) -> uint8 (B, T', H, W, C)`: generated clips aligned with the last T'
@@ -31,7 +39,7 @@ from torch import Tensor
 
 from common import fvd as fvd_lib
 from common.metrics import rollout
-from common.video import side_by_side, upscale, write_video
+from common.video import labelled_grid, side_by_side, upscale, write_video
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +55,8 @@ class EvalVideoCallback(Callback):
     fvd_num_videos: clips collected over the split's batches for FVD.
     video_dir: folder for videos; None = `<Hydra run dir>/videos` (or `<trainer.default_root_dir>/videos`).
     upscale_factor: nearest-neighbour upscaling of the written video (64x64 frames are small).
+    latent_action_levels: rows (distinct test levels) of latent_actions.mp4; 0 disables it.
+    latent_action_steps: frames each latent action is held for in latent_actions.mp4.
     """
 
     def __init__(
@@ -58,6 +68,8 @@ class EvalVideoCallback(Callback):
         fvd_num_videos: int = 64,
         video_dir: str | None = None,
         upscale_factor: int = 2,
+        latent_action_levels: int = 4,
+        latent_action_steps: int = 8,
     ) -> None:
         super().__init__()
         self.num_videos = num_videos
@@ -67,6 +79,9 @@ class EvalVideoCallback(Callback):
         self.fvd_num_videos = fvd_num_videos
         self.video_dir = video_dir
         self.upscale_factor = upscale_factor
+        self.latent_action_levels = latent_action_levels
+        self.latent_action_steps = latent_action_steps
+        self._starts: dict[int, Tensor] = {}  # test level seed (or clip index) -> its first frame
         self._detector = None
         self._fvd_skip_logged = False
         self._skip_logged: set[str] = set()
@@ -102,6 +117,7 @@ class EvalVideoCallback(Callback):
 
     def on_test_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._reset()
+        self._starts = {}
 
     def on_validation_batch_end(
         self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0
@@ -111,6 +127,8 @@ class EvalVideoCallback(Callback):
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         self._collect(pl_module, batch, batch_idx, dataloader_idx)
+        if dataloader_idx == 0 and isinstance(batch, dict) and "frames" in batch:
+            self._collect_starts(pl_module, batch)
 
     def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -118,6 +136,17 @@ class EvalVideoCallback(Callback):
 
     def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._finish(trainer, pl_module, "test")
+
+    def on_test_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """After the module's epoch end (its eval_records are complete) and before common.ema swaps the
+        averaged weights out (callbacks run in list order; conf/callbacks/default.yaml lists ema last)."""
+        if trainer.is_global_zero:
+            records = getattr(pl_module, "eval_records", None)
+            if records:
+                self._safely(self._write_records, trainer, pl_module, records, what="test records")
+            if self._starts and hasattr(pl_module, "latent_action_video"):
+                self._safely(self._write_latent_actions, trainer, pl_module, what="latent action video")
+        self._starts = {}
 
     # ------------------------------------------------------------------------------------ work
 
@@ -207,12 +236,72 @@ class EvalVideoCallback(Callback):
     def _out_dir(self, trainer: Trainer) -> Path:
         if self.video_dir:
             return Path(self.video_dir)
+        return self._run_dir(trainer) / "videos"
+
+    def _run_dir(self, trainer: Trainer) -> Path:
+        """Where test records and latent_actions.mp4 go: `video_dir` when set, else the run directory."""
+        if self.video_dir:
+            return Path(self.video_dir)
         try:
             from hydra.core.hydra_config import HydraConfig
 
-            return Path(HydraConfig.get().runtime.output_dir) / "videos"
+            return Path(HydraConfig.get().runtime.output_dir)
         except (ImportError, ValueError):
-            return Path(trainer.default_root_dir) / "videos"
+            return Path(trainer.default_root_dir)
+
+    def _collect_starts(self, pl_module: LightningModule, batch: dict) -> None:
+        """Keep the first frame of the first clip of each new test level (batch["seeds"]; without seeds,
+        of each clip) until `latent_action_levels` are held."""
+        if not hasattr(pl_module, "latent_action_video"):
+            return
+        frames = batch["frames"]
+        seeds = batch.get("seeds")
+        for i in range(frames.shape[0]):
+            if len(self._starts) >= self.latent_action_levels:
+                return
+            key = int(seeds[i]) if seeds is not None else len(self._starts)
+            if key not in self._starts:
+                self._starts[key] = frames[i, 0].detach().cpu()
+
+    def _write_records(self, trainer: Trainer, pl_module: LightningModule, records: dict) -> None:
+        """Merge `records` (metric name -> JSON-ready dict) into <run dir>/test_records.json, atomically."""
+        import json
+        import os
+
+        path = self._run_dir(trainer) / "test_records.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        merged = json.loads(path.read_text()) if path.is_file() else {}
+        stage = getattr(pl_module, "stage", "") or "model"
+        for name, record in records.items():
+            merged[name] = {"stage": stage, "global_step": trainer.global_step, **record}
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(merged, indent=1, sort_keys=True))
+        os.replace(tmp, path)
+        self.written.append(path)
+
+    @torch.inference_mode()
+    def _write_latent_actions(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        """latent_actions.mp4: rows = test levels, columns = latent actions, labelled (module docstring)."""
+        levels = list(self._starts)
+        starts = torch.stack([self._starts[k] for k in levels]).to(pl_module.device)
+        was_training = pl_module.training
+        pl_module.eval()
+        try:
+            cells = _as_uint8(pl_module.latent_action_video(starts, steps=self.latent_action_steps))
+        finally:
+            pl_module.train(was_training)
+        probe = (getattr(pl_module, "eval_records", None) or {}).get("test/action_nmi") or {}
+        best, lift = probe.get("best_control"), probe.get("best_lift")
+        columns = []
+        for a in range(cells.shape[1]):
+            label = f"latent {a}"
+            if best and best[a] is not None:  # the control it matches: x lift = P(control | a) / P(control)
+                label += f"\n{best[a]} x{lift[a]:.1f}"
+            columns.append(label)
+        rows = [f"level {k}" for k in levels]
+        grid = labelled_grid(cells, columns, rows, self.upscale_factor)
+        path = write_video(self._run_dir(trainer) / "latent_actions.mp4", grid, fps=self.video_fps)
+        self.written.append(path)
 
     def _write_video(self, trainer: Trainer, pl_module: LightningModule, split: str, real, fake) -> None:
         """Rows of real | generated, one per clip, written as mp4 and sent to W&B."""

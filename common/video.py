@@ -80,3 +80,58 @@ def read_video(path: str | Path) -> np.ndarray:
     if path.suffix.lower() == ".mp4":
         return np.stack(list(iio.imiter(path, plugin="pyav")))
     return np.asarray(iio.imread(path, index=None))[..., :3]
+
+
+def _label_font():
+    from PIL import ImageFont
+
+    return ImageFont.load_default()  # Pillow >= 10.1: a small FreeType font, no file needed
+
+
+def labelled_grid(
+    cells: np.ndarray,
+    column_labels: list[str],
+    row_labels: list[str] | None = None,
+    upscale_factor: int = 1,
+) -> np.ndarray:
+    """Tile videos in a grid under a band of column labels; each row's label is drawn into its first cell.
+
+    cells: uint8 (R, K, T, H, W, C) -> uint8 (T, band + R * H * f, K * W * f, C) with f = upscale_factor:
+    cell [r, k] at rows band + r*H*f.., columns k*W*f.. (no gaps), and `band` (even, > 0) pixels of white
+    above holding column_labels[k] (one or more lines split at "\\n") in black, centred over column k.
+    row_labels[r], if given, is drawn in white on a black box in the top-left corner of cell [r, 0]."""
+    from PIL import Image, ImageDraw
+
+    cells = np.asarray(cells)
+    if cells.ndim != 6 or cells.dtype != np.uint8 or len(column_labels) != cells.shape[1]:
+        raise ValueError(
+            f"labelled_grid: expected uint8 (R, K, T, H, W, C) cells and K column labels, got "
+            f"{cells.dtype} {cells.shape} and {len(column_labels)} labels"
+        )
+    r, k, t, h, w, c = cells.shape
+    font = _label_font()
+    line = font.getbbox("Ag")[3] + 2
+    lines = max(len(label.split("\n")) for label in column_labels)
+    band = line * lines + 4
+    band += band % 2  # yuv420p video needs even sides
+    grid = cells.transpose(2, 0, 3, 1, 4, 5).reshape(t, r * h, k * w, c)  # (T, R*H, K*W, C)
+    grid = upscale(grid, upscale_factor)
+    cell_h, cell_w = h * upscale_factor, w * upscale_factor
+    header = Image.new("RGB", (k * cell_w, band), "white")
+    draw = ImageDraw.Draw(header)
+    for i, label in enumerate(column_labels):
+        for j, text in enumerate(label.split("\n")):
+            width = draw.textlength(text, font=font)
+            draw.text(
+                (i * cell_w + max(0, (cell_w - width) / 2), 2 + j * line), text, fill="black", font=font
+            )
+    head = np.broadcast_to(np.asarray(header)[..., :c], (t, band, k * cell_w, c))
+    out = np.concatenate([head, grid], axis=1)
+    for i, label in enumerate(row_labels or []):
+        box = np.zeros((line + 2, int(draw.textlength(label, font=font)) + 4, 3), dtype=np.uint8)
+        image = Image.fromarray(box)
+        ImageDraw.Draw(image).text((2, 1), label, fill="white", font=font)
+        patch = np.asarray(image)[:cell_h, :cell_w, :c]
+        top = band + i * cell_h
+        out[:, top : top + patch.shape[0], : patch.shape[1]] = patch
+    return out

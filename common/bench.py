@@ -1,10 +1,13 @@
 """Benchmarks: `python -m common.bench {play,train,data} [--experiments a,b] --out FILE.json`.
 
 - play: ms/frame (median frame) and frames/s of each experiment's world model (batch 1), at each torch
-  thread count of `--threads 1,2` and cached vs uncached where the family exposes `use_cache` (all taking
-  turns over rounds), from randomly initialised models built from the experiment configs (Hydra compose
-  API; no checkpoint, no data). JSON: [{"family", "experiment", "threads", "cached", "ms_per_frame",
-  "fps", "loadavg_1m"}]; loadavg_1m is the mean 1-minute load average over that row's turns.
+  thread count of `--threads 1,2`, cached vs uncached where the family exposes `use_cache`, and, where
+  the model can carry an agent (`WorldModel.policy`; DIAMOND's actor-critic, built at DIAMOND's published
+  size), the step alone vs the agent acting on the frame on show and then the step (`agent`: what a
+  frame costs when the agent plays), all taking turns over rounds, from randomly initialised models
+  built from the experiment configs (Hydra compose API; no checkpoint, no data). JSON: [{"family",
+  "experiment", "threads", "cached", "agent", "ms_per_frame", "fps", "loadavg_1m"}]; loadavg_1m is the
+  mean 1-minute load average over that row's turns.
 - train: steps/s and samples/s of every stage on a synthetic batch of the experiment's shape (a real
   Lightning Trainer, so optimizers, schedules and clipping are the stage's own), the FLOPs of one step
   (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a float32 matmul peak measured in
@@ -18,6 +21,7 @@ never timed tests: tests only check that the harness produces well-formed rows.
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import statistics
@@ -31,10 +35,14 @@ import torch
 
 from common.config import CONF_DIR
 
-PLAY_KEYS = ("family", "experiment", "threads", "cached", "ms_per_frame", "fps", "loadavg_1m")
+PLAY_KEYS = ("family", "experiment", "threads", "cached", "agent", "ms_per_frame", "fps", "loadavg_1m")
 PLAY_THREADS = 1  # play.py's default torch threads (conf/play.yaml), the play bench's default
 # null module kwargs a trained model learns from data but a random one needs set (Oasis' latent scale)
 RANDOM_INIT = {"scaling_factor": 1.0}
+# module kwargs that give a random model an agent at its published size, where the module takes them and
+# the config leaves them out: DIAMOND's actor-critic with ActorCritic's defaults, DIAMOND's
+# config/agent/default.yaml (LSTM 512, channels [32, 32, 64, 64], a pooling after each)
+AGENT_INIT: dict[str, Any] = {"actor_critic": {}}
 
 
 # --- configs and randomly initialised modules ---------------------------------------------------------
@@ -65,9 +73,10 @@ def compose_experiment(name: str, overrides: Iterable[str] = ()) -> Any:
     return cfg
 
 
-def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:
+def build_modules(cfg, run_dir: str | Path, agent: bool = False) -> dict[str, torch.nn.Module]:
     """Every stage's LightningModule, randomly initialised, in order; earlier stages are handed to later
-    ones through checkpoints written into `run_dir` exactly where train.py would put them."""
+    ones through checkpoints written into `run_dir` exactly where train.py would put them. agent: give
+    a module that can carry an agent one (`AGENT_INIT`)."""
     import hydra
     import lightning
     from omegaconf import open_dict
@@ -82,6 +91,10 @@ def build_modules(cfg, run_dir: str | Path) -> dict[str, torch.nn.Module]:
         with open_dict(mcfg):
             for key, value in RANDOM_INIT.items():
                 if key in mcfg and mcfg[key] is None:
+                    mcfg[key] = value
+            takes = inspect.signature(hydra.utils.get_class(mcfg._target_).__init__).parameters
+            for key, value in AGENT_INIT.items() if agent else ():
+                if key in takes and key not in mcfg:
                     mcfg[key] = value
         module = hydra.utils.instantiate(mcfg, _convert_="all")
         path = checkpoint_dir(Path(run_dir), stage) / "last.ckpt"
@@ -104,16 +117,25 @@ def count_params(module: torch.nn.Module) -> int:
 # --- play ---------------------------------------------------------------------------------------------
 @torch.inference_mode()
 def time_world_model(
-    world_model, frames: int = 10, warmup: int = 2, context: int = 16, seed: int = 0
+    world_model, frames: int = 10, warmup: int = 2, context: int = 16, seed: int = 0, agent: bool = False
 ) -> list[float]:
     """ms of each of `frames` generated frames at batch 1, after `warmup` frames, from `context` random
-    context frames."""
+    context frames. Actions are random, or with `agent` the world model's agent (`policy.act`) acting
+    on the frame on show, timed with the step."""
     g = torch.Generator().manual_seed(seed)
     t = max(context, world_model.context_length)
     video = torch.randint(0, 256, (1, t, *world_model.frame_shape), generator=g, dtype=torch.uint8)
     actions = torch.randint(0, world_model.num_actions, (1, t), generator=g)
-    world_model.reset(video, actions)
-    step = lambda: world_model.step(torch.randint(0, world_model.num_actions, (1,), generator=g))
+    world_model.reset(video, actions)  # resets the agent too
+    shown = [video[:, -1]]  # (1, H, W, C): the frame on show
+
+    def step():
+        if agent:
+            action = world_model.policy.act(shown[0])
+        else:
+            action = torch.randint(0, world_model.num_actions, (1,), generator=g)
+        shown[0] = world_model.step(action).frames
+
     for _ in range(warmup):
         step()
     times = []
@@ -134,8 +156,9 @@ def play_rows(
     rounds: int = 3,
     threads: list[int] | None = None,
 ) -> list[dict]:
-    """Rows for one world model, one per (torch threads, cached): cached and uncached when it has
-    `use_cache`, else uncached only; `threads` None: the current thread count.
+    """Rows for one world model, one per (torch threads, cached, agent): cached and uncached when it has
+    `use_cache`, else uncached only; without and with its agent acting when it carries one
+    (`world_model.policy`), else without; `threads` None: the current thread count.
 
     The settings take turns over `rounds` rounds of `frames` frames each (so that a machine whose speed or
     load drifts affects all alike), and each row reports the median frame time and the mean 1-minute load
@@ -144,24 +167,26 @@ def play_rows(
     before = torch.get_num_threads()
     counts = list(threads or [before])
     caching = [True, False] if hasattr(world_model, "use_cache") else [False]
-    settings = [(n, cached) for n in counts for cached in caching]
+    agents = [False, True] if world_model.policy is not None else [False]
+    settings = [(n, cached, agent) for n in counts for cached in caching for agent in agents]
     times: dict[tuple, list[float]] = {s: [] for s in settings}
     loads: dict[tuple, list[float]] = {s: [] for s in settings}
     try:
         for _ in range(rounds):
-            for n, cached in settings:
+            for n, cached, agent in settings:
                 torch.set_num_threads(n)
                 if hasattr(world_model, "use_cache"):
                     world_model.use_cache = cached
-                loads[n, cached].append(os.getloadavg()[0])
-                times[n, cached] += time_world_model(world_model, frames, warmup, context)
+                loads[n, cached, agent].append(os.getloadavg()[0])
+                times[n, cached, agent] += time_world_model(world_model, frames, warmup, context, agent=agent)
     finally:
         torch.set_num_threads(before)
     rows = []
-    for n, cached in settings:
-        ms = statistics.median(times[n, cached])
-        rows.append({"family": family, "experiment": experiment, "threads": n, "cached": cached,
-                     "ms_per_frame": ms, "fps": 1000.0 / ms, "loadavg_1m": statistics.fmean(loads[n, cached])})  # fmt: skip
+    for n, cached, agent in settings:
+        ms = statistics.median(times[n, cached, agent])
+        rows.append({"family": family, "experiment": experiment, "threads": n, "cached": cached, "agent": agent,
+                     "ms_per_frame": ms, "fps": 1000.0 / ms,
+                     "loadavg_1m": statistics.fmean(loads[n, cached, agent])})  # fmt: skip
     return rows
 
 
@@ -179,7 +204,7 @@ def bench_play(
     for name in experiments:
         cfg = compose_experiment(name, overrides)
         with tempfile.TemporaryDirectory() as run_dir:
-            modules = build_modules(cfg, run_dir)
+            modules = build_modules(cfg, run_dir, agent=True)
         final = list(modules.values())[-1].eval()
         world_model = final.world_model()
         n = sum(count_params(m) for m in modules.values())
@@ -187,7 +212,8 @@ def bench_play(
         new = play_rows(final.family, name, world_model, frames, warmup, context, rounds, threads)
         for row in new:
             log(
-                f"  threads={row['threads']} cached={row['cached']}: {row['ms_per_frame']:.1f} ms/frame, "
+                f"  threads={row['threads']} cached={row['cached']} agent={row['agent']}: "
+                f"{row['ms_per_frame']:.1f} ms/frame, "
                 f"{row['fps']:.2f} frames/s (load average {row['loadavg_1m']:.2f} on {os.cpu_count()} CPUs)"
             )
         rows += new

@@ -39,6 +39,7 @@ from filelock import FileLock, Timeout
 from omegaconf import DictConfig, OmegaConf
 
 from common.data.envs import canonical_game, make_env
+from common.data.policies import Policy, make_policy
 from common.data.shards import (
     FORMAT_VERSION,
     MANIFEST,
@@ -53,8 +54,8 @@ from common.data.shards import (
 )
 from common.data.splits import split_of, split_ranges
 
-# collection settings that must match for a dataset folder to be resumed
-IDENTITY_KEYS = ("source", "game", "env", "max_steps", "seed_start", "policy", "action_repeat")
+# collection settings that must match for a dataset folder to be resumed (`sticky`: only for sticky_random)
+IDENTITY_KEYS = ("source", "game", "env", "max_steps", "seed_start", "policy", "action_repeat", "sticky")
 
 
 class CollectionError(ValueError):
@@ -136,23 +137,6 @@ def missing_seeds(root: Path, data: DictConfig) -> list[int]:
     return [s for s in wanted if s not in held]
 
 
-class Policy:
-    """`random`: uniform actions; `random_repeat`: a uniform action held for `action_repeat` steps.
-    Seeded by the episode seed, so an episode is the same whenever it is collected."""
-
-    def __init__(self, kind: str, num_actions: int, seed: int, action_repeat: int = 1):
-        if kind not in ("random", "random_repeat"):
-            raise ValueError(f"data.policy: unknown policy {kind!r} (random, random_repeat)")
-        self.repeat = action_repeat if kind == "random_repeat" else 1
-        self.n, self.rng, self.t, self.action = num_actions, np.random.default_rng([seed, 7919]), 0, 0
-
-    def __call__(self) -> int:
-        if self.t % self.repeat == 0:
-            self.action = int(self.rng.integers(self.n))
-        self.t += 1
-        return self.action
-
-
 class _Rollout:
     """One environment collecting one episode at a time."""
 
@@ -162,7 +146,10 @@ class _Rollout:
 
     def start(self, seed: int) -> None:
         self.seed = seed
-        self.policy = Policy(self.data.policy, self.env.num_actions, seed, self.data.action_repeat)
+        data = self.data
+        self.policy = make_policy(
+            data.policy, self.env.num_actions, seed, data.action_repeat, data.get("sticky")
+        )
         self.frames, self.actions, self.rewards, self.terms = [self.env.reset(seed)], [], [], []
 
     def step(self) -> Episode | None:
@@ -189,7 +176,24 @@ class _Rollout:
 def _identity(data: DictConfig) -> dict[str, Any]:
     cfg = OmegaConf.to_container(data, resolve=True)
     cfg["game"] = canonical_game(cfg["source"], cfg.get("game"))  # ms_pacman, ALE/MsPacman-v5: one game
+    if cfg.get("policy") != "sticky_random":
+        cfg["sticky"] = None  # hold lengths say nothing about another policy's dataset
     return {k: cfg.get(k) for k in IDENTITY_KEYS}
+
+
+def _policy_params(data: DictConfig) -> dict[str, int]:
+    """The collection policy's parameters (common.data.policies.Policy.params), checked."""
+    sticky = data.get("sticky")
+    sticky = OmegaConf.to_container(sticky, resolve=True) if isinstance(sticky, DictConfig) else sticky
+    return Policy.params(data.policy, data.get("action_repeat", 1), sticky)
+
+
+def _env_options(data: DictConfig, env) -> dict[str, Any]:
+    """The options the env was made with: every procgen option with its value (ProcgenEnv.options), else
+    `data.env` as configured."""
+    if data.source == "procgen":
+        return dict(env.options)
+    return OmegaConf.to_container(data.env, resolve=True) if isinstance(data.get("env"), DictConfig) else {}
 
 
 def _check_identity(path: Path, manifest: dict[str, Any], data: DictConfig) -> None:
@@ -220,6 +224,8 @@ def _load_manifest(root: Path, data: DictConfig, env) -> dict[str, Any]:
             "frame_shape": list(env.frame_shape),
             "fps": env.fps,
             "policy": data.policy,
+            "policy_params": _policy_params(data),
+            "env_options": _env_options(data, env),
             "collection": _identity(data),
             "config": OmegaConf.to_container(data, resolve=True),
             "shards": [],
@@ -273,6 +279,7 @@ def collect(data: DictConfig, data_dir: str | Path, progress: bool = True) -> Pa
     root = dataset_dir(data, data_dir)
     if not missing_seeds(root, data):
         return root
+    _policy_params(data)  # a bad data.policy / data.sticky stops here, before any env or file
     envs = [make_env(data.source, data.get("game"), **(data.get("env") or {})) for _ in range(data.num_envs)]
     try:
         with dataset_lock(root):
@@ -304,7 +311,11 @@ def _collect_missing(root: Path, data: DictConfig, envs: list, progress: bool) -
             f"terminal); {len(pending)} more episodes would be labelled by format {FORMAT_VERSION}'s rule: "
             f"{recollect_hint(root)}"
         )
+    # how the data was made, in every shard (a manifest from before these keys gets them: same settings)
+    manifest.setdefault("policy_params", _policy_params(data))
+    manifest.setdefault("env_options", _env_options(data, envs[0]))
     attrs = {k: manifest[k] for k in ("env_id", "num_actions", "action_meanings", "fps", "policy")}
+    attrs.update(policy_params=manifest["policy_params"], env_options=manifest["env_options"])
     writer = _ShardWriter(root, manifest, attrs, data.compression, _ranges(data))
     shard: list[Episode] = []  # the shard being assembled, finished episodes in order
     frames, budget = 0, int(data.shard_frames)

@@ -101,6 +101,7 @@ class VideoDataModule(L.LightningDataModule):
         seed_start: int = 0,
         policy: str = "random",
         action_repeat: int = 1,
+        sticky: dict | None = None,
         shard_frames: int = 20000,
         num_envs: int = 1,
         compression: str = "zstd",

@@ -18,9 +18,7 @@ death, a level complete, game over). A truncation is never stored as a terminal.
 from __future__ import annotations
 
 import collections
-import contextlib
 import difflib
-import io
 import re
 import struct
 import warnings
@@ -64,22 +62,62 @@ class Env:
         return action
 
 
+# procgen's options (procgen/env.py ProcgenGym3Env) with their defaults; `distribution_mode` ours (Genie's
+# CoinRun: hard). "exploration" mode fixes the level, and `use_sequential_levels` / `num_levels` change
+# levels within an episode: both would break the one-level-per-seed episodes, so they are not offered.
+PROCGEN_OPTIONS = {
+    "distribution_mode": "hard",       # easy | hard | extreme | memory (level generation and sizes)
+    "use_backgrounds": True,           # False: plain black backgrounds
+    "restrict_themes": False,          # True: one theme per game element (fewer textures)
+    "use_monochrome_assets": False,    # True: monochrome rectangles instead of sprites
+    "center_agent": True,              # False: a fixed camera (the agent moves on screen)
+    "paint_vel_info": False,           # True: the agent's velocity painted in the corner
+    "use_generated_assets": False,     # True: procedurally generated sprites
+}  # fmt: skip
+PROCGEN_MODES = ("easy", "hard", "extreme", "memory")
+
+
+def procgen_options(**options) -> dict:
+    """`data.env` for procgen -> every option of PROCGEN_OPTIONS with its value (defaults filled in).
+    One-line ValueError naming an unknown key (with the nearest known one) or a bad distribution mode."""
+    for key in options:
+        if key not in PROCGEN_OPTIONS:
+            close = difflib.get_close_matches(key, PROCGEN_OPTIONS, n=1, cutoff=0.6)
+            hint = f"did you mean {close[0]}? " if close else ""
+            raise ValueError(
+                f"data.env.{key}: not a procgen option ({hint}known: {', '.join(PROCGEN_OPTIONS)})"
+            )
+    out = {**PROCGEN_OPTIONS, **options}
+    if out["distribution_mode"] not in PROCGEN_MODES:
+        raise ValueError(
+            f"data.env.distribution_mode={out['distribution_mode']!r}: use one of {', '.join(PROCGEN_MODES)}"
+        )
+    for key, value in out.items():
+        if key != "distribution_mode" and not isinstance(value, bool):
+            raise ValueError(f"data.env.{key}={value!r}: use true or false")
+    return out
+
+
 class ProcgenEnv(Env):
-    """Any procgen game at 64x64; `reset(seed)` plays level `seed` (num_levels=1, rand_seed=seed)."""
+    """Any procgen game at 64x64; `reset(seed)` plays level `seed` (num_levels=1, rand_seed=seed).
+
+    options: procgen's options (PROCGEN_OPTIONS; `data.env`), all of them with their values in
+    `self.options`, which collection stores in every shard (`env_options`)."""
 
     source = "procgen"
     fps = 15
     deterministic = True
 
-    def __init__(self, game: str = "coinrun", distribution_mode: str = "hard", **options):
+    def __init__(self, game: str = "coinrun", **options):
         """time_limit: procgen's own episode length limit in steps (1000 in most games, 500 in maze and
         leaper, 2000-6000 in a few), read from the game's state; an episode it ends is truncated."""
         game = canonical_game("procgen", game)
-        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
-            warnings.simplefilter("ignore")  # and gym's import-time notice on stderr: errors stay one line
+        self.options = procgen_options(**options)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
             from procgen import ProcgenGym3Env
-        self._cls, self.game, self.mode, self.options = ProcgenGym3Env, game, distribution_mode, options
-        self.env_id = f"procgen:{game}-{distribution_mode}"
+        self._cls, self.game, self.mode = ProcgenGym3Env, game, self.options["distribution_mode"]
+        self.env_id = f"procgen:{game}-{self.mode}"
         self._env = None
         self._make(0)
         self.num_actions = int(self._env.ac_space.eltype.n)
@@ -94,7 +132,6 @@ class ProcgenEnv(Env):
         self._env = self._cls(
             num=1,
             env_name=self.game,
-            distribution_mode=self.mode,
             start_level=int(seed),
             num_levels=1,
             rand_seed=int(seed),

@@ -18,7 +18,9 @@ death, a level complete, game over). A truncation is never stored as a terminal.
 from __future__ import annotations
 
 import collections
+import contextlib
 import difflib
+import io
 import re
 import struct
 import warnings
@@ -113,8 +115,8 @@ class ProcgenEnv(Env):
         leaper, 2000-6000 in a few), read from the game's state; an episode it ends is truncated."""
         game = canonical_game("procgen", game)
         self.options = procgen_options(**options)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):
+            warnings.simplefilter("ignore")  # and gym's import-time notice on stderr: errors stay one line
             from procgen import ProcgenGym3Env
         self._cls, self.game, self.mode = ProcgenGym3Env, game, self.options["distribution_mode"]
         self.env_id = f"procgen:{game}-{self.mode}"

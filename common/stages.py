@@ -37,7 +37,9 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
 from common.init_from import init_source
+from common.report_metrics import differences, training_totals
 from common.resume import exit_if_preempted, resume_checkpoint
+from common.stage_clock import StageClock
 from common.wandb_logger import StageWandbLogger, logged_history
 
 
@@ -313,8 +315,20 @@ def write_metrics(run_dir: Path, metrics: dict[str, float]) -> Path:
     return path
 
 
+def publish_metrics(run_dir: Path, metrics: dict[str, float], loggers: list) -> dict[str, float]:
+    """Merge a stage's metrics into metrics.json, add the job's training totals (common/report_metrics.py),
+    and put both into the stage's W&B run summary: a W&B table shows what metrics.json and the report do."""
+    totals = training_totals(json.loads(write_metrics(run_dir, metrics).read_text()))
+    write_metrics(run_dir, totals)
+    for logger in loggers:
+        if isinstance(logger, StageWandbLogger):
+            logger.log_summary({**metrics, **totals})
+    return totals
+
+
 def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
-    """Fit (unless cfg.train is false) and test one stage; returns its test metrics."""
+    """Fit (unless cfg.train is false) and test one stage; returns its test metrics, its training clock
+    (common/stage_clock.py) and the headline values derived from them (common/report_metrics.py)."""
     scfg = stage_config(cfg, stage)
     datamodule = hydra.utils.instantiate(scfg.data, _convert_="all")
     if cfg.train:
@@ -332,7 +346,9 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         mcfg = scfg.model[stage]
         module = load_for_eval(scfg, stage, cfg.ckpt_path)
         inputs = None
+    clock = StageClock(stage)
     callbacks = make_callbacks(scfg, stage, run_dir) + ([inputs] if inputs and inputs.inputs else [])
+    callbacks.append(clock)
     loggers = make_loggers(scfg, stage, run_dir, mcfg)
     with finishing(loggers):
         trainer: L.Trainer = hydra.utils.instantiate(
@@ -358,8 +374,10 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         if cfg.test or not cfg.train:
             trainer.test(module, datamodule=datamodule, verbose=False)
             metrics = float_metrics(trainer.callback_metrics)
-            if trainer.is_global_zero:
-                write_metrics(run_dir, metrics)
+        metrics = {**clock.metrics(), **metrics}
+        metrics.update(differences(metrics))
+        if trainer.is_global_zero and metrics:
+            metrics.update(publish_metrics(run_dir, metrics, loggers))
     return metrics
 
 

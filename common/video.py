@@ -66,7 +66,10 @@ def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: int = 
             video = np.pad(video, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
         iio.imwrite(path, video, plugin="pyav", codec="libx264", fps=fps, out_pixel_format="yuv420p")
     elif suffix == ".gif":
-        iio.imwrite(path, video, extension=".gif", duration=gif_durations(len(video), fps), loop=0)
+        durations = gif_durations(len(video), fps)  # Pillow takes one frame's delay as a number, not a list
+        iio.imwrite(
+            path, video, extension=".gif", duration=durations if len(video) > 1 else durations[0], loop=0
+        )
     else:
         raise ValueError(f"{path}: unsupported video format {suffix!r} (use .mp4 or .gif)")
     return path

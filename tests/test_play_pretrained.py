@@ -292,3 +292,13 @@ def test_window_header_says_who_plays():
     )
     assert "random actions: this checkpoint carries no agent" in w.header_lines()[3]
     pygame.quit()
+
+
+def test_a_one_frame_gif_is_written(fake_checkpoint, tmp_path):
+    """`record=x.gif steps=1` (the first frame alone, as start-up is timed): Pillow takes a one-frame GIF's
+    delay as a number, not a list."""
+    from common.play.app import run
+
+    out = tmp_path / "one.gif"
+    run(play_cfg(f"checkpoint={fake_checkpoint(True)}", f"record={out}", "steps=1", "policy=agent"))
+    assert read_video(out).shape == (1, 64, 64, 3)

@@ -1,16 +1,24 @@
-"""Reproducibility report: curves across seeds and final metrics against paper figures.
+"""Reproducibility and comparison report: did a run reproduce, and which model is better here?
 
-    python -m common.report RUN_OR_SWEEP_DIR [RUN_OR_SWEEP_DIR ...] [--out DIR]
+    python -m common.report RUN_OR_SWEEP_DIR [...] [--out DIR] [--from auto|dirs|wandb]
 
-A run directory is a folder holding `config.yaml` (the resolved config train.py saved) and `csv/`
-(Lightning CSVLogger files `csv/<stage>/metrics.csv`); `metrics.json` holds its final test metrics.
-Runs whose configs differ only in `seed` (and in paths / run-specific keys) form one group. For every
-metric the report draws the mean over a group's seeds against step with a shaded ±1 std band
-(`plots/*.png`), and `report.md` tabulates the final metrics (mean ± sample std, n seeds) beside the
-paper figures of `common/paper_figures.csv` whose `experiment` pattern matches the group.
+Reads run directories (common/report_runs.py) or W&B offline logs (common/report_wandb.py; `--from auto`
+reads W&B logs where a path holds no run directory), groups runs that differ only in seed (one experiment
+on one dataset), and writes into `--out` (default `<first path>/report`):
 
-Bad input never stops the report: a run without metrics, runs that differ in more than the seed,
-a metric missing in some seeds are each named in a "Messages" section, and the rest is reported.
+- `report.md`: first, when the runs span several families or datasets, the families × datasets matrix
+  (common/report_compare.py) and an overview of the groups; then per group its headline table
+  (common/report_headline.py: next-frame PSNR and SSIM beside copy-last, rollout PSNR, ΔtPSNR, reward /
+  end F1, agent return, wall time, CPU time, steps, parameters; mean ± std over seeds, n shown) with its
+  verdicts in words, read from intervals (common/report_stats.py); its rollout plot; the paper figures of
+  `common/paper_figures.csv` beside our values; every other final metric, grouped by the stage that
+  logged it. Then the training curves per stage and the compute plot (common/report_plots.py).
+- `report.html`: the same in one file, plots embedded (common/report_html.py).
+- `plots/`: `rollout_<group>.png`, `curves_<stage>.png`, `compute.png`.
+
+Bad input never stops the report: a run without metrics, runs that differ in more than the seed, a metric
+missing in some seeds, a run without curves are each named (a "Messages" section or a note by the plot),
+and the rest is reported.
 """
 
 from __future__ import annotations
@@ -18,270 +26,28 @@ from __future__ import annotations
 import argparse
 import csv
 import fnmatch
-import json
-import math
 import os
-import statistics
 import sys
-from collections import defaultdict
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
+from common.report_compare import compare_matrix
+from common.report_headline import (
+    COLUMNS,
+    delta_t_keys,
+    estimate,
+    headline_rows,
+    is_headline,
+    run_values,
+    verdicts,
+)
+from common.report_html import markdown_to_html
+from common.report_plots import plot_compute, plot_rollout, plot_stage_curves, slug
+from common.report_runs import Group, Run, find_run_dirs, group_runs, load_run
+from common.report_stats import Estimate, fmt_estimate
+from common.report_wandb import find_logs, load_wandb_runs
 
 PAPER_FIGURES = Path(__file__).with_name("paper_figures.csv")
-
-# Config keys that may differ between seeds of one experiment: the seed, paths, logging and display
-# settings, checkpoint paths (flattened, dotted; fnmatch patterns).
-IGNORED_KEYS = (
-    "seed",
-    "*.seed",
-    "tags",
-    "paths.*",
-    "hydra.*",
-    "logger.*",
-    "print_config",
-    "data.progress",
-    "*.enable_progress_bar",
-    "*.enable_model_summary",
-    "ckpt_path",
-    "*_ckpt",
-    "*.save_dir",
-    "*.dirpath",
-    "*.video_dir",
-    "*.default_root_dir",
-)
-
-
-@dataclass
-class Run:
-    """One run directory: its config, curves {(stage, metric): [(step, value)]} and final metrics."""
-
-    path: Path
-    config: dict
-    curves: dict[tuple[str, str], list[tuple[int, float]]] = field(default_factory=dict)
-    final: dict[str, float] = field(default_factory=dict)
-    final_source: str = "metrics.json"
-
-    @property
-    def name(self) -> str:
-        return str(self.config.get("name") or self.path.name)
-
-    @property
-    def seed(self):
-        return self.config.get("seed")
-
-
-@dataclass
-class Group:
-    key: str
-    runs: list[Run]
-    label: str = ""
-
-    @property
-    def name(self) -> str:
-        return self.runs[0].name
-
-
-# ---------------------------------------------------------------------------------------------- reading
-
-
-def find_run_dirs(paths: list[Path]) -> tuple[list[Path], list[str]]:
-    """Run directories (config.yaml + csv/) at or below each path; messages for paths holding none."""
-    found, messages = [], []
-    for root in paths:
-        if not root.exists():
-            messages.append(f"{root}: no such file or directory")
-            continue
-        candidates = [root] if (root / "config.yaml").is_file() else []
-        candidates += [p.parent for p in sorted(root.rglob("config.yaml")) if p.parent != root]
-        runs = [c for c in candidates if (c / "csv").is_dir() and ".hydra" not in c.parts]
-        if not runs:
-            messages.append(f"{root}: no run directory (a folder with config.yaml and csv/) found")
-        found += [r for r in runs if r not in found]
-    return found, messages
-
-
-def read_csv_metrics(path: Path) -> dict[str, list[tuple[int, float]]]:
-    """Lightning CSVLogger file -> {metric: [(step, value), ...]}; empty cells are skipped."""
-    curves: dict[str, list[tuple[int, float]]] = defaultdict(list)
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            step = row.get("step")
-            if step in (None, ""):
-                continue
-            for key, value in row.items():
-                if key in ("step", "epoch") or key is None or value in (None, ""):
-                    continue
-                try:
-                    curves[key].append((int(float(step)), float(value)))
-                except ValueError:
-                    continue
-    return dict(curves)
-
-
-def load_run(path: Path, messages: list[str]) -> Run:
-    try:
-        config = yaml.safe_load((path / "config.yaml").read_text()) or {}
-    except yaml.YAMLError as e:
-        messages.append(
-            f"{path / 'config.yaml'}: unreadable YAML ({e.__class__.__name__}); run grouped alone"
-        )
-        config = {"name": path.name}
-    run = Run(path=path, config=config if isinstance(config, dict) else {})
-    for csv_file in sorted((path / "csv").rglob("metrics.csv")):
-        stage = csv_file.parent.relative_to(path / "csv").as_posix()
-        stage = "" if stage == "." else stage
-        for metric, points in read_csv_metrics(csv_file).items():
-            run.curves[(stage, metric)] = points
-    metrics_json = path / "metrics.json"
-    if metrics_json.is_file():
-        try:
-            data = json.loads(metrics_json.read_text())
-            run.final = {k: float(v) for k, v in data.items() if _is_number(v)}
-        except (json.JSONDecodeError, AttributeError):
-            messages.append(
-                f"{metrics_json}: not a JSON object of metrics; using the last test/ values in csv/"
-            )
-    if not run.final:
-        # fall back on the last logged value of each test/ metric in the CSV files
-        for (_, metric), points in run.curves.items():
-            if metric.startswith("test/") and points:
-                run.final[metric] = points[-1][1]
-        run.final_source = "csv (last test/ values)"
-        if not metrics_json.is_file() and run.final:
-            messages.append(
-                f"{path}: no metrics.json; final metrics taken from the last test/ values in csv/"
-            )
-    if not run.curves and not run.final:
-        messages.append(f"{path}: no metrics (empty csv/ and no metrics.json); run listed but not plotted")
-    return run
-
-
-def _is_number(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
-
-
-# --------------------------------------------------------------------------------------------- grouping
-
-
-def flatten(config: dict, prefix: str = "") -> dict[str, object]:
-    out = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{name}."))
-        else:
-            out[name] = value
-    return out
-
-
-def comparable_config(run: Run) -> dict[str, str]:
-    """The run's flattened config without seed, paths and values naming the run's own directory."""
-    run_dir = str(run.path.resolve())
-    kept = {}
-    for key, value in flatten(run.config).items():
-        if any(fnmatch.fnmatchcase(key, pattern) for pattern in IGNORED_KEYS):
-            continue
-        if isinstance(value, str) and (run_dir in value or str(run.path) in value):
-            continue
-        kept[key] = json.dumps(value, sort_keys=True, default=str)
-    return kept
-
-
-def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
-    """Group runs whose configs differ only in seed; label groups and flag experiments split apart."""
-    by_key: dict[str, list[Run]] = defaultdict(list)
-    configs = {id(r): comparable_config(r) for r in runs}
-    # keys interpolated from the seed (e.g. a callback's `seed: ${seed}`) equal it in every run
-    seeded = [r for r in runs if r.seed is not None]
-    if len({str(r.seed) for r in seeded}) > 1:
-        for key in set().union(*(configs[id(r)] for r in seeded)):
-            if all(configs[id(r)].get(key) == json.dumps(r.seed) for r in seeded):
-                for r in runs:
-                    configs[id(r)].pop(key, None)
-    for run in runs:
-        by_key[json.dumps(configs[id(run)], sort_keys=True)].append(run)
-    groups = [Group(key=k, runs=sorted(v, key=lambda r: str(r.seed))) for k, v in by_key.items()]
-    groups.sort(key=lambda g: (g.name, g.key))
-
-    by_name: dict[str, list[Group]] = defaultdict(list)
-    for g in groups:
-        by_name[g.name].append(g)
-    for name, same in by_name.items():
-        if len(same) == 1:
-            same[0].label = name
-            continue
-        differing = sorted(
-            {
-                k
-                for g in same
-                for k in set(configs[id(g.runs[0])]) | set(configs[id(same[0].runs[0])])
-                if configs[id(g.runs[0])].get(k) != configs[id(same[0].runs[0])].get(k)
-            }
-        )
-        for g in same:
-            cfg = configs[id(g.runs[0])]
-            g.label = name + " [" + ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing[:4]) + "]"
-        messages.append(
-            f"runs named {name!r} differ in more than the seed ({', '.join(differing[:8])}"
-            f"{', ...' if len(differing) > 8 else ''}): reported as {len(same)} separate groups, not mixed"
-        )
-    labels = [g.label for g in groups]
-    for g in groups:
-        if labels.count(g.label) > 1:
-            g.label = f"{g.label} #{groups.index(g)}"
-    for g in groups:
-        seeds = [r.seed for r in g.runs]
-        dupes = sorted({str(s) for s in seeds if seeds.count(s) > 1})
-        if dupes:
-            messages.append(
-                f"group {g.label!r}: seed {', '.join(dupes)} appears more than once (runs counted apart)"
-            )
-    return groups
-
-
-def _short(value: str | None) -> str:
-    text = "missing" if value is None else str(value).strip('"')
-    return text if len(text) <= 24 else text[:21] + "..."
-
-
-# ------------------------------------------------------------------------------------------ statistics
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
-    mean = statistics.fmean(values)
-    return mean, statistics.stdev(values) if len(values) > 1 else 0.0
-
-
-def curve_stats(runs: list[Run], key: tuple[str, str]) -> tuple[list[int], list[float], list[float]]:
-    """Per step over the runs that logged it: steps, mean, std (the last value logged at a step counts)."""
-    per_step: dict[int, list[float]] = defaultdict(list)
-    for run in runs:
-        last_at_step = dict(run.curves.get(key, []))
-        for step, value in last_at_step.items():
-            per_step[step].append(value)
-    steps = sorted(per_step)
-    stats = [mean_std(per_step[s]) for s in steps]
-    return steps, [m for m, _ in stats], [s for _, s in stats]
-
-
-def final_table(group: Group, messages: list[str]) -> list[tuple[str, float, float, int, int]]:
-    """(metric, mean, std, n with the metric, n runs) for every final metric of the group."""
-    names = sorted({m for r in group.runs for m in r.final})
-    rows = []
-    for metric in names:
-        values = [r.final[metric] for r in group.runs if metric in r.final]
-        missing = [str(r.seed) for r in group.runs if metric not in r.final]
-        if missing:
-            messages.append(
-                f"group {group.label!r}: {metric} missing in seed {', '.join(missing)}; "
-                f"mean ± std over the {len(values)} seeds that have it"
-            )
-        mean, std = mean_std(values)
-        rows.append((metric, mean, std, len(values), len(group.runs)))
-    return rows
+UNKNOWN_STAGE = "not recorded"
 
 
 # ------------------------------------------------------------------------------------- paper figures
@@ -311,49 +77,99 @@ def figures_for(figures: list[dict[str, str]], experiment: str, metric: str) -> 
     return [f for f in figures if f["metric"] == metric and fnmatch.fnmatchcase(experiment, f["experiment"])]
 
 
-# ------------------------------------------------------------------------------------------- plotting
+# ------------------------------------------------------------------------------------------- reading
 
 
-def _slug(text: str) -> str:
-    return "".join(c if c.isalnum() or c in "-." else "_" for c in text).strip("_") or "metric"
+def read_runs(paths: list[Path], source: str, messages: list[str]) -> list[Run]:
+    """Runs below `paths`: run directories, W&B logs (`source` "wandb"), or either ("auto": W&B logs only
+    where a path holds no run directory)."""
+    runs: list[Run] = []
+    for path in paths:
+        dirs, notes = find_run_dirs([path]) if source != "wandb" else ([], [])
+        if dirs:
+            runs += [load_run(p, messages) for p in dirs]
+        elif source == "dirs":
+            messages += notes
+        elif source == "wandb" or find_logs([path]):
+            runs += load_wandb_runs([path], messages)
+        else:
+            messages += [n.replace("found", "or W&B log (*.wandb) found") for n in notes]
+    return runs
 
 
-def plot_metric(groups: list[Group], key: tuple[str, str], out: Path) -> Path | None:
-    """One PNG: every group's mean curve with a shaded ±1 std band. None when no group has the metric."""
-    import matplotlib
+# ------------------------------------------------------------------------------------------ markdown
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    stage, metric = key
-    fig, ax = plt.subplots(figsize=(6, 4))
-    drawn = False
-    for group in groups:
-        steps, mean, std = curve_stats(group.runs, key)
-        if not steps:
-            continue
-        n = sum(1 for r in group.runs if r.curves.get(key))
-        line = ax.plot(steps, mean, marker="o" if len(steps) < 3 else None, label=f"{group.label} (n={n})")[0]
-        lo = [m - s for m, s in zip(mean, std)]
-        hi = [m + s for m, s in zip(mean, std)]
-        ax.fill_between(steps, lo, hi, color=line.get_color(), alpha=0.25, linewidth=0)
-        drawn = True
-    if not drawn:
-        plt.close(fig)
-        return None
-    ax.set_title(f"{stage} / {metric}" if stage else metric)
-    ax.set_xlabel("step")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
-    plt.close(fig)
+def table(header: list[str] | tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    return [
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *("| " + " | ".join(_cell(c) for c in row) + " |" for row in rows),
+        "",
+    ]
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def final_estimates(group: Group, messages: list[str]) -> dict[str, Estimate]:
+    """{metric: Estimate over the seeds that have it} for every final metric; missing seeds named."""
+    values = [run_values(r) for r in group.runs]
+    out = {}
+    for metric in sorted({m for r in group.runs for m in r.final}):
+        missing = [str(r.seed) for r, v in zip(group.runs, values) if metric not in v]
+        if missing:
+            messages.append(
+                f"group {group.label!r}: {metric} missing in seed {', '.join(missing)}; "
+                f"mean ± std over the {len(group.runs) - len(missing)} seeds that have it"
+            )
+        out[metric] = Estimate(tuple(v[metric] for v in values if metric in v))
     return out
 
 
-# ------------------------------------------------------------------------------------------- markdown
+def stage_sections(group: Group, finals: dict[str, Estimate]) -> list[str]:
+    """Every final metric not in the headline table, one table per stage that logged it."""
+    by_stage: dict[str, list[str]] = {}
+    for metric in finals:
+        if is_headline(metric):
+            continue
+        stages = {r.stage_of.get(metric, "") for r in group.runs if metric in r.final}
+        stage = next(iter(stages)) if len(stages) == 1 else ""
+        by_stage.setdefault(stage or UNKNOWN_STAGE, []).append(metric)
+    order = [s for s in group.stages if s in by_stage] + [s for s in by_stage if s not in group.stages]
+    lines = []
+    for stage in order:
+        title = f"stage {stage}" if stage != UNKNOWN_STAGE else f"stage {UNKNOWN_STAGE}"
+        lines += [f"### Other metrics: {title}", ""]
+        if stage == UNKNOWN_STAGE:
+            lines += ["Final metrics that no stage's csv/ logged (metrics.json only, or several stages).", ""]
+        rows = [[m, fmt_estimate(finals[m]), f"{finals[m].n}/{len(group.runs)}"] for m in by_stage[stage]]
+        lines += table(["metric", "mean ± std", "n"], rows)
+    return lines
+
+
+def paper_section(group: Group, finals: dict[str, Estimate], figures: list[dict[str, str]]) -> list[str]:
+    rows = []
+    for metric, e in finals.items():
+        for f in figures_for(figures, group.name, metric):
+            rows.append([
+                metric,
+                fmt_estimate(e),
+                f"{f['value']} ({f['setting']})",
+                f"{f['paper']} {f['source']}, {f['citation']}",
+                f"{f['comparable']}: {f['why']}",
+            ])  # fmt: skip
+    lines = []
+    if rows:
+        lines += ["### Paper figures", ""]
+        lines += table(["metric", "ours", "paper figure", "source", "comparable"], rows)
+    other = sorted(
+        {f["metric"] for f in figures if fnmatch.fnmatchcase(group.name, f["experiment"])} - set(finals)
+    )
+    if other:
+        lines += [f"Paper figures for metrics these runs do not report: {', '.join(other)}.", ""]
+    return lines
 
 
 def sample_videos(group: Group, out: Path) -> list[str]:
@@ -368,120 +184,163 @@ def sample_videos(group: Group, out: Path) -> list[str]:
     return links
 
 
-def _fmt(x: float) -> str:
-    return f"{x:.4g}"
+def overview(groups: list[Group]) -> list[str]:
+    """One row per group: its headline differences and verdicts (several groups only)."""
+    rows = []
+    for g in groups:
+        d = estimate(g, "test/psnr_next_minus_copy_last")
+        keys = delta_t_keys(g)
+        delta = estimate(g, keys[0]) if keys else None
+        cpu = estimate(g, "time/train_cpu_s")
+        rows.append([
+            g.label,
+            str(len(g.runs)),
+            fmt_estimate(d, sign=True) if d else "—",
+            fmt_estimate(delta, sign=True) if delta else "—",
+            "; ".join(verdicts(g)) or "—",
+            fmt_estimate(Estimate(tuple(v / 60 for v in cpu.values))) if cpu else "—",
+        ])  # fmt: skip
+    header = [
+        "group",
+        "seeds",
+        "next-frame PSNR − copy-last (dB)",
+        "ΔtPSNR (dB)",
+        "verdict",
+        "training CPU (min)",
+    ]
+    return ["## At a glance", ""] + table(header, rows)
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+def _image(out: Path, png: Path, alt: str) -> str:
+    return f"![{alt}]({png.relative_to(out).as_posix()})"
 
 
-def write_report(paths: list[Path], out: Path, figures_path: Path = PAPER_FIGURES) -> tuple[Path, list[str]]:
-    """Read the runs below `paths`, write plots and report.md into `out`. Returns (report path, messages)."""
-    run_dirs, messages = find_run_dirs(paths)
-    runs = [load_run(p, messages) for p in run_dirs]
+def write_report(
+    paths: list[Path], out: Path, figures_path: Path = PAPER_FIGURES, source: str = "auto"
+) -> tuple[Path, list[str]]:
+    """Read the runs below `paths`, write report.md, report.html and plots/ into `out`.
+    Returns (report.md path, messages)."""
+    messages: list[str] = []
+    runs = read_runs(paths, source, messages)
     groups = group_runs(runs, messages)
     figures = load_paper_figures(figures_path)
     out.mkdir(parents=True, exist_ok=True)
+    plots = out / "plots"
+    for old in plots.glob("*.png"):
+        old.unlink()  # a report rewritten into its folder keeps no plot of an earlier reading
 
-    # test/ metrics are logged once at the end: they belong to the table, not to curves
-    keys = sorted({k for r in runs for k in r.curves if not k[1].startswith("test/")})
-    plots = {}
-    for key in keys:
-        stage, metric = key
-        png = plot_metric(
-            groups, key, out / "plots" / f"{_slug(stage) + '__' if stage else ''}{_slug(metric)}.png"
-        )
-        if png is not None:
-            plots[key] = png
+    finals = {id(g): final_estimates(g, messages) for g in groups}
+    rollout = {id(g): plot_rollout(g, plots / f"rollout_{slug(g.label)}.png") for g in groups}
+    stages = list(dict.fromkeys(s for g in groups for s in g.stages))
+    curves = {s: plot_stage_curves(groups, s, plots / f"curves_{slug(s)}.png") for s in stages}
+    compute, compute_notes = plot_compute(groups, plots / "compute.png")
 
-    lines = ["# worldplay reproducibility report", ""]
+    from_wandb = sum(r.source == "wandb" for r in runs)
+    lines = ["# worldplay report", ""]
     lines += [
         f"Inputs: {', '.join(f'`{p}`' for p in paths)}  ",
-        f"Runs found: {len(runs)} in {len(groups)} group(s).",
+        f"Runs found: {len(runs)} in {len(groups)} group(s)"
+        + (f" (read from W&B logs: {from_wandb})" if from_wandb else "")
+        + ".",
         "",
-    ]
-    lines += [
-        "Mean ± sample standard deviation (ddof=1) over seeds; n = seeds that have the metric / runs in",
-        f"the group. Paper figures come from `{figures_path.name}` (one row per figure, with its citation",
-        "and whether the setting is comparable); a figure marked *no* is context, not a target.",
+        "Per group (one experiment on one dataset, its seeds): mean ± sample standard deviation (ddof=1) over",
+        "seeds, n = seeds with the metric / runs; one seed shows its value alone. Differences are taken per",
+        "seed. Intervals are 90%: Student's t over seeds (n ≥ 2) or the run's bootstrap over test clips (one",
+        "seed, where logged); verdicts read the interval, never the point value, and say *undetermined*",
+        "without one.",
         "",
-    ]
-    tables = []
+    ]  # fmt: skip
+    families, datasets = {g.family for g in groups}, {g.dataset for g in groups}
+    if len(families) > 1 or len(datasets) > 1:
+        header, rows, notes = compare_matrix(groups)
+        lines += ["## Families × datasets", ""]
+        lines += ["Cells: next-frame PSNR − copy-last and ΔtPSNR (mean ± std [90% interval]) with verdicts;"]
+        lines += ["parameters, training CPU-minutes, play ms/frame; n seeds.", ""]
+        lines += table(header, rows) + [f"- {n}" for n in notes] + ([""] if notes else [])
+    if len(groups) > 1:
+        lines += overview(groups)
+    body: list[str] = []
     for group in groups:
-        rows = final_table(group, messages)
-        tables.append((group, rows))
-    if messages:
-        lines += ["## Messages", ""] + [f"- {m}" for m in messages] + [""]
-
-    for group, rows in tables:
         seeds = ", ".join(str(r.seed) for r in group.runs)
-        lines += [f"## {group.label}", "", f"Seeds: {seeds} (n={len(group.runs)})  "]
-        lines += [f"Runs: {', '.join(f'`{r.path}`' for r in group.runs)}", ""]
+        body += [f"## {group.label}", "", f"Seeds: {seeds} (n={len(group.runs)})  "]
+        where = "W&B logs of " if group.runs[0].source == "wandb" else ""
+        body += [f"Runs: {where}{', '.join(f'`{r.path}`' for r in group.runs)}", ""]
+        found = verdicts(group)
+        if found:
+            body += [f"**Verdict:** {'; '.join(found)}", ""]
+        rows = headline_rows(group)
+        body += (
+            table(COLUMNS, [r.cells() for r in rows]) if rows else ["No headline metric in this group.", ""]
+        )
         if group.name.endswith("_tiny"):
-            lines += [
+            body += [
                 "*Tiny settings (CPU minutes): no paper figure is comparable; they are shown for context.*",
                 "",
             ]
-        if not rows:
-            lines += ["No final metrics in this group (no metrics.json and no test/ values in csv/).", ""]
-        else:
-            lines += [
-                "| metric | mean ± std | n | paper figure | source | comparable |",
-                "|---|---|---|---|---|---|",
-            ]
-            for metric, mean, std, n, total in rows:
-                figs = figures_for(figures, group.name, metric)
-                paper = "<br>".join(_cell(f"{f['value']} ({f['setting']})") for f in figs) or "—"
-                source = (
-                    "<br>".join(_cell(f"{f['paper']} {f['source']}, {f['citation']}") for f in figs) or "—"
-                )
-                comp = "<br>".join(_cell(f"{f['comparable']}: {f['why']}") for f in figs) or "—"
-                lines.append(
-                    f"| {metric} | {_fmt(mean)} ± {_fmt(std)} | {n}/{total} | {paper} | {source} | {comp} |"
-                )
-            lines.append("")
-        other = sorted(
-            {f["metric"] for f in figures if fnmatch.fnmatchcase(group.name, f["experiment"])}
-            - {r[0] for r in rows}
-        )
-        if other:
-            lines += [f"Paper figures for metrics these runs do not report: {', '.join(other)}.", ""]
+        if rollout[id(group)] is not None:
+            body += [_image(out, rollout[id(group)], f"{group.label}: rollout PSNR against k"), ""]
+        body += paper_section(group, finals[id(group)], figures)
+        body += stage_sections(group, finals[id(group)])
+        if not any(r.final for r in group.runs):
+            body += ["No final metrics in this group (no metrics.json and no test/ values in csv/).", ""]
         videos = sample_videos(group, out)
         if videos:
-            lines += ["Sample videos (real | generated, last test video per stage): " + ", ".join(videos), ""]
+            body += ["Sample videos (real | generated, last test video per stage): " + ", ".join(videos), ""]
 
-    if plots:
-        lines += ["## Curves", "", "Mean over seeds (line) and ±1 std (band) per group.", ""]
-        for (stage, metric), png in plots.items():
-            title = f"{stage} / {metric}" if stage else metric
-            lines += [f"### {title}", "", f"![{title}]({png.relative_to(out).as_posix()})", ""]
+    if messages:
+        lines += ["## Messages", ""] + [f"- {m}" for m in messages] + [""]
+    lines += body
+    lines += [
+        "## Training curves",
+        "",
+        "Per stage: mean over seeds (line), ±1 std (band); train solid, val with ",
+    ]
+    lines += ["markers; copy-last dashed.", ""]
+    for stage, (png, missing) in curves.items():
+        lines += [f"### Stage {stage}", ""]
+        if png is not None:
+            lines += [_image(out, png, f"stage {stage} training curves"), ""]
+        else:
+            lines += ["No run logged curves for this stage.", ""]
+        lines += [f"- {m}" for m in missing] + ([""] if missing else [])
+    lines += ["## Compute", ""]
+    if compute is not None:
+        lines += ["Headline metric against training compute (mean ± std over seeds per group).", ""]
+        lines += [_image(out, compute, "headline metrics against training minutes"), ""]
+    else:
+        lines += ["No group has both a headline metric and a recorded training time.", ""]
+    lines += [f"- {n}" for n in compute_notes] + ([""] if compute_notes else [])
 
+    markdown = "\n".join(lines)
     report = out / "report.md"
-    report.write_text("\n".join(lines))
+    report.write_text(markdown)
+    (out / "report.html").write_text(markdown_to_html(markdown, out, "worldplay report"))
     return report, messages
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m common.report", description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "paths", nargs="+", type=Path, help="run directories or sweep directories holding them"
-    )
+    parser.add_argument("paths", nargs="+", type=Path, help="run directories, sweep directories or W&B logs")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: <first path>/report)")
     parser.add_argument("--figures", type=Path, default=PAPER_FIGURES, help="paper figures CSV")
+    parser.add_argument(
+        "--from", dest="source", choices=("auto", "dirs", "wandb"), default="auto",
+        help="read run directories, W&B offline logs, or run directories and W&B logs where there are none",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = args.out or (args.paths[0] / "report" if args.paths[0].is_dir() else Path("report"))
-    run_dirs, _ = find_run_dirs(args.paths)
-    if not run_dirs:
-        print(
-            f"error: no run directory (config.yaml + csv/) under {', '.join(map(str, args.paths))}",
-            file=sys.stderr,
-        )
+    has_dirs = bool(find_run_dirs(args.paths)[0])
+    if not (
+        has_dirs if args.source == "dirs" else has_dirs or find_logs([p for p in args.paths if p.exists()])
+    ):
+        what = "config.yaml + csv/" if args.source == "dirs" else "config.yaml + csv/, or a W&B log"
+        print(f"error: no run directory ({what}) under {', '.join(map(str, args.paths))}", file=sys.stderr)
         return 2
-    report, messages = write_report(args.paths, out, args.figures)
+    report, messages = write_report(args.paths, out, args.figures, args.source)
     for m in messages:
         print(f"note: {m}")
-    print(f"wrote {report} and {len(list((out / 'plots').glob('*.png')))} plot(s) in {out / 'plots'}")
+    pngs = len(list((out / "plots").glob("*.png")))
+    print(f"wrote {report}, {out / 'report.html'} and {pngs} plot(s) in {out / 'plots'}")
     return 0
 
 

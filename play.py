@@ -1,4 +1,6 @@
-"""Play a trained world model: `python play.py checkpoint=PATH` (window) or with `record=out.mp4` (headless).
+"""Play a world model: `python play.py checkpoint=PATH` or `pretrained=NAME` (common.hub, e.g. diamond/Breakout)
+in a window, or with `record=out.mp4` headless; `m` in the window (`policy=agent` headless) lets the
+checkpoint's agent play.
 
 Hydra composes conf/play.yaml; common/play/app.py does the work. Bad input ends in one line, no traceback.
 """

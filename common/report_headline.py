@@ -98,7 +98,7 @@ def difference_row(group: Group, label: str, model: str, base: str, diff: str, v
     row = Row(label, fmt_estimate(m), n=_n(m, group))
     b, d = estimate(group, base), estimate(group, diff)
     if b is not None:
-        row.baseline = f"{fmt_estimate(b)} (copy-last)"
+        row.baseline = f"copy-last {fmt_estimate(b)}"
     if d is not None:
         iv = interval(d, bootstrap(group, diff))
         row.difference = fmt_estimate(d, sign=True) + (f" {iv}" if iv else "")
@@ -139,7 +139,7 @@ def return_row(group: Group) -> Row | None:
     row = Row("agent return", value, n=_n(ret, group))
     rnd = estimate(group, "test/random_return_mean")
     if rnd is not None:
-        row.baseline = f"{fmt_estimate(rnd)} (random policy)"
+        row.baseline = f"random policy {fmt_estimate(rnd)}"
         diffs = [
             v["test/return_mean"] - v["test/random_return_mean"]
             for v in map(run_values, group.runs)
@@ -213,7 +213,7 @@ def time_rows(group: Group) -> list[Row]:
 
 
 def fmt_params(n: float) -> str:
-    return f"{n / 1e6:.3g}M" if n >= 1e5 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
+    return f"{n / 1e6:.3g}M" if n >= 1e6 else f"{n / 1e3:.3g}k" if n >= 1e3 else f"{n:.0f}"
 
 
 def headline_rows(group: Group) -> list[Row]:

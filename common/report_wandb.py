@@ -143,6 +143,20 @@ def load_wandb_runs(paths: list[Path], messages: list[str]) -> list[Run]:
     return runs
 
 
+def _media(row: dict[str, Any]) -> set[str]:
+    """Keys of W&B media in a flattened row (`test/video._type`, `.size`, ...): not metrics."""
+    return {k.rsplit(".", 1)[0] for k in row if k.endswith("._type")}
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    media = _media(row)
+    return {
+        k: float(v)
+        for k, v in row.items()
+        if not k.startswith("_") and k.rsplit(".", 1)[0] not in media and is_number(v)
+    }
+
+
 def _run(stages: list[StageLog]) -> Run:
     config = {
         k: v for k, v in stages[0].config.items() if k not in ("stage", "git_commit", "hparams", "_wandb")
@@ -156,13 +170,12 @@ def _run(stages: list[StageLog]) -> Run:
             if STEP_KEY not in row:
                 continue
             step = int(row[STEP_KEY])
-            for key, value in row.items():
-                if key.startswith("_") or key in (STEP_KEY, "epoch") or not is_number(value):
-                    continue
-                run.curves.setdefault((s.stage, key), []).append((step, float(value)))
-        for key, value in s.summary.items():
-            if key.startswith(FINAL_PREFIXES) and is_number(value):
-                run.final[key] = float(value)
+            for key, value in _metrics(row).items():
+                if key not in (STEP_KEY, "epoch"):
+                    run.curves.setdefault((s.stage, key), []).append((step, value))
+        for key, value in _metrics(s.summary).items():
+            if key.startswith(FINAL_PREFIXES):
+                run.final[key] = value
                 run.stage_of[key] = s.stage
     for key in run.final:
         if key.startswith(("time/train_", "play/")):

@@ -140,8 +140,10 @@ class StageWandbLogger(WandbLogger):
     @rank_zero_only
     def log_summary(self, values: Mapping[str, float]) -> None:
         """Set final values in the run's summary (what a W&B table of runs shows), without a history row:
-        the stage's training clock and derived headline metrics, under metrics.json's names."""
-        self.experiment.summary.update(dict(values))
+        the stage's training clock and derived headline metrics, under metrics.json's names. Opens no run:
+        a stage that logged nothing (fast_dev_run, which Lightning runs without loggers) gets none."""
+        if self._experiment is not None:
+            self._experiment.summary.update(dict(values))
 
     def finish(self, exit_code: int = 0) -> None:
         """End this stage's W&B run (global rank 0, when one was opened): the next stage or job opens its own."""

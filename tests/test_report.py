@@ -154,7 +154,7 @@ def test_headline_table_shows_model_beside_copy_last_over_seeds(sweep, tmp_path)
     diffs = [f["test/psnr_next"] - f["test/psnr_copy_last"] for f in FINALS]  # 1, 1.5, 2
     half = T90_2 * statistics.stdev(diffs) / math.sqrt(3)
     metric, value, baseline, difference, n, verdict = row_of(head, "next-frame PSNR (dB)")
-    assert (value, baseline, n) == ("26.0 ± 1.0", "24.50 ± 0.50 (copy-last)", "3/3")
+    assert (value, baseline, n) == ("26.0 ± 1.0", "copy-last 24.50 ± 0.50", "3/3")
     assert difference == f"+1.50 ± 0.50 [{1.5 - half:.3g}, {1.5 + half:.3g}] (seeds)"
     assert verdict == "beats copy-last"  # the interval [0.66, 2.34] is above 0
     assert row_of(head, "next-frame SSIM")[1:3] == ["0.820 ± 0.020", ""]  # no ssim_copy_last logged
@@ -162,7 +162,7 @@ def test_headline_table_shows_model_beside_copy_last_over_seeds(sweep, tmp_path)
     assert [r[0] for r in rows_of(head, "rollout PSNR k=8 (dB)")] == ["rollout PSNR k=8 (dB)"]
     assert not rows_of(head, "rollout PSNR k=2 (dB)") and not rows_of(head, "rollout PSNR k=64 (dB)")
     k16 = row_of(head, "rollout PSNR k=16 (dB)")
-    assert k16[1] == "18.50 ± 0.50" and k16[2] == "18.23 ± 0.25 (copy-last)"
+    assert k16[1] == "18.50 ± 0.50" and k16[2] == "copy-last 18.23 ± 0.25"
     assert k16[3].startswith("+0.27 ± 0.68 [") and k16[5] == ""  # only the next frame carries a verdict
     assert row_of(head, "reconstruction PSNR (dB)")[1] == "31.3 ± 1.5"
     delta = row_of(head, "ΔtPSNR t=4 (dB)")
@@ -192,7 +192,7 @@ def test_event_f1_with_counts_and_no_events(tmp_path):
     assert reward[1] == "0.5" and reward[5] == "12 events in the test clips; 10 predicted"
     assert end[1] == "no events" and end[5] == "0 events in the test clips; 3 predicted"
     ret = row_of(report, "agent return")
-    assert ret[1] == "120 ± 8 (s.e. over episodes)" and ret[2] == "1.5 (random policy)"
+    assert ret[1] == "120 ± 8 (s.e. over episodes)" and ret[2] == "random policy 1.5"
     assert ret[3] == "+118.5" and ret[5].startswith("undetermined")
 
 
@@ -247,7 +247,7 @@ def test_one_seed_shows_values_without_pm_zero(tmp_path):
     report = write_report([root], tmp_path / "out")[0].read_text()
     assert "± 0" not in report
     row = row_of(report, "next-frame PSNR (dB)")
-    assert row[1:5] == ["25.03", "24.5 (copy-last)", "+0.53", "1/1"]
+    assert row[1:5] == ["25.03", "copy-last 24.5", "+0.53", "1/1"]
     assert row_of(report, "wall time (min)")[1] == "3"
     assert row_of(report, "test/loss")[1:3] == ["1.25", "1/1"]
 

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
+import wandb
+
 from common.report import write_report
 from common.report_metrics import differences, training_totals
 from common.wandb_logger import StageWandbLogger
@@ -33,6 +36,8 @@ def log_stage(run_dir, seed: int, stage: str, final: dict, offset: float) -> Non
             logger.log_metrics({"val/psnr_recon": 20.0 + step + offset}, step=step)
     tests = {k: final[k] for k in STAGE_TESTS[stage]}
     logger.log_metrics(tests, step=4)
+    image = wandb.Image(np.zeros((4, 4, 3), dtype=np.uint8))  # media, as the sample videos: not a metric
+    logger.experiment.log({"test/sample": image, "trainer/global_step": 4})
     values = {**tests, **{k: final[k] for k in CLOCK[stage]}}
     done = [k for s in list(GENIE)[: list(GENIE).index(stage) + 1] for k in CLOCK[s]]  # as in metrics.json
     logger.log_summary({**values, **differences(values), **training_totals({k: final[k] for k in done})})
@@ -73,6 +78,7 @@ def test_report_from_wandb_logs_equals_report_from_run_dirs(tmp_path):
         p.name for p in (tmp_path / "dirs" / "plots").glob("*.png")
     )
     assert "no curves" not in from_wandb
+    assert "test/sample" not in from_wandb  # W&B media keys (test/sample._type, .width, ...) are no metric
 
 
 def test_wandb_summary_holds_the_headline_names(tmp_path):
@@ -88,3 +94,11 @@ def test_wandb_summary_holds_the_headline_names(tmp_path):
     assert summary["test/psnr_next_minus_copy_last"] == final["test/psnr_next"] - final["test/psnr_copy_last"]
     assert summary["time/train_wall_s"] == final["time/tokenizer_wall_s"] + final["time/dynamics_wall_s"]
     assert summary["params/dynamics"] == final["params/dynamics"]
+
+
+def test_summary_opens_no_run_for_a_stage_that_logged_nothing(tmp_path):
+    """fast_dev_run trains without loggers: its stage's W&B logger must not open a run for the summary."""
+    logger = StageWandbLogger(save_dir=str(tmp_path), offline=True, id="quiet", project="worldplay")
+    logger.log_summary({"time/enc_wall_s": 1.0})
+    logger.finish()
+    assert not (tmp_path / "wandb").exists()

@@ -244,7 +244,7 @@ def headline_rows(group: Group) -> list[Row]:
 
 
 HEADLINE_KEYS = re.compile(
-    r"^test/(psnr_next|psnr_copy_last|ssim_next|ssim_copy_last|psnr_recon|delta_psnr_t\d+(_low|_high)?"
+    r"^test/(psnr_next|psnr_copy_last|ssim_next|ssim_copy_last|psnr_recon|delta_psnr_t\d+"
     r"|rollout_(psnr|copy_last)_k(" + "|".join(map(str, HEADLINE_K)) + r")|.*_minus_copy_last"
     r"|(reward|end)_(f1|events|predicted)|return_mean|return_sem|random_return_mean)$"
     r"|^time/|^params/"
@@ -252,5 +252,6 @@ HEADLINE_KEYS = re.compile(
 
 
 def is_headline(metric: str) -> bool:
-    """Whether `metric` is shown in the headline table (the rest go to the per-stage tables)."""
-    return bool(HEADLINE_KEYS.match(metric))
+    """Whether `metric` is shown in the headline table (the rest go to the per-stage tables); a metric's
+    bootstrap interval `<metric>_low` / `_high` goes with it."""
+    return bool(HEADLINE_KEYS.match(re.sub(r"_(low|high)$", "", metric)))

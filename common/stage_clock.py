@@ -4,8 +4,9 @@ Measured from `on_fit_start` (after data collection and setup) to `on_fit_end`, 
 dataset nor testing counts:
 
 - `time/<stage>_wall_s`: wall-clock seconds (`time.perf_counter`);
-- `time/<stage>_cpu_s`: CPU seconds of the training process, user + system, its threads and its waited-for
-  child processes (`os.times`), times the number of processes under DDP (global rank 0 measures its own);
+- `time/<stage>_cpu_s`: CPU seconds of the training process, user + system, its threads
+  (`time.process_time`) and its waited-for child processes (`os.times`), times the number of processes
+  under DDP (global rank 0 measures its own);
 - `time/<stage>_gpu_s`: wall seconds × devices, only when training ran on CUDA;
 - `time/<stage>_steps`: optimizer steps (`trainer.global_step`) at the end of fit;
 - `params/<stage>`, `params/<stage>_trainable`: parameters of the stage's module (frozen earlier stages it
@@ -27,9 +28,9 @@ from lightning.pytorch.callbacks import Callback
 
 
 def cpu_seconds() -> float:
-    """User + system CPU seconds of this process and its finished, waited-for children."""
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
+    """User + system CPU seconds of this process (all threads) and its finished, waited-for children."""
+    t = os.times()  # children only: its own user/system counts are in clock ticks (10 ms)
+    return time.process_time() + t.children_user + t.children_system
 
 
 class StageClock(Callback):

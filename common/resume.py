@@ -54,18 +54,34 @@ def step_seed(seed: int, batch: int, rank: int) -> int:
     return int(np.random.SeedSequence([seed, batch, rank]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
+EVAL_BATCH = 2**63  # the batch number whose seed every evaluation starts from (no training batch has it)
+
+
+def seed_all(seed: int) -> None:
+    """Seed torch (every device), numpy and random from one 63-bit seed."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
 class StepSeeds(Callback):
-    """Seed every RNG before each training batch from (seed, batches trained so far, global rank)."""
+    """Seed every RNG before each training batch from (seed, batches trained so far, global rank), and
+    before each validation and test from (seed, rank) alone: evaluation draws (masks, noise, rollouts)
+    are then a function of the weights, so a rerun that retests a finished stage, a resumed run and
+    `train=false` on the same checkpoint report the same metrics."""
 
     def __init__(self, seed: int = 0):
         self.seed = seed
         self.batches = 0  # training batches finished (all epochs); saved in checkpoints
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
-        s = step_seed(self.seed, self.batches, trainer.global_rank)
-        torch.manual_seed(s)  # also seeds every CUDA device
-        np.random.seed(s % 2**32)
-        random.seed(s)
+        seed_all(step_seed(self.seed, self.batches, trainer.global_rank))
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        seed_all(step_seed(self.seed, EVAL_BATCH, trainer.global_rank))
+
+    def on_test_start(self, trainer: L.Trainer, pl_module) -> None:
+        seed_all(step_seed(self.seed, EVAL_BATCH, trainer.global_rank))
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.batches += 1  # runs before ModelCheckpoint's hook (Lightning orders checkpoint callbacks last)

@@ -14,13 +14,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
+import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from torch.utils.data import Dataset
 
 from common.data.sampler import ClipSampler, ResumableLoader
-from common.resume import ResumableCSVLogger, requeue, resume_checkpoint, slurm_job_id, step_seed
+from common.resume import ResumableCSVLogger, StepSeeds, requeue, resume_checkpoint, slurm_job_id, step_seed
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -371,3 +373,37 @@ def test_sigterm_during_test_exits_143_and_rerun_tests(tmp_path):
     rerun = train(args, tmp_path / "run")
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     assert "test/psnr_recon" in json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+class _DrawsInEval(L.LightningModule):
+    """Test helper: evaluation metrics that depend on the global RNG, as MaskGIT masks and diffusion noise do."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(()))
+
+    def test_step(self, batch, batch_idx):
+        self.log("test/draw", torch.rand(()) + np.random.rand() + self.w)
+
+    def validation_step(self, batch, batch_idx):
+        self.log("val/draw", torch.rand(()) + self.w)
+
+
+def test_evaluation_draws_depend_on_the_seed_not_on_the_rng_state_reached():
+    """A rerun that retests a finished stage (or train=false on its checkpoint) starts from another RNG
+    state than the run that trained it; its metrics must still be the same."""
+    module = _DrawsInEval()
+    loader = torch.utils.data.DataLoader(torch.zeros(4, 1), batch_size=2)
+    results = {}
+    for state in (1, 2):
+        torch.manual_seed(state)
+        np.random.seed(state)
+        trainer = L.Trainer(
+            callbacks=[StepSeeds(seed=3)], logger=False, enable_progress_bar=False, enable_model_summary=False
+        )
+        test = trainer.test(module, loader, verbose=False)[0]["test/draw"]
+        val = trainer.validate(module, loader, verbose=False)[0]["val/draw"]
+        results[state] = (test, val)
+    assert results[1] == results[2]
+    other = L.Trainer(callbacks=[StepSeeds(seed=4)], logger=False, enable_progress_bar=False)
+    assert other.test(module, loader, verbose=False)[0]["test/draw"] != results[1][0]  # the seed decides

@@ -90,5 +90,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
+    # A W&B service token inherited from a parent process (a notebook or a script that ran W&B, then
+    # started train.py) would make this process's runs streams of that service: a rerun after a kill -9
+    # then finds its run id "in use" by the killed process's stream. Each train.py process has its own.
+    os.environ.pop("WANDB_SERVICE", None)
     reexec_with_malloc_settings()
     main()

@@ -90,7 +90,13 @@ def test_each_job_and_stage_is_its_own_wandb_run_with_its_own_config(tmp_path):
 
 def test_run_resumed_after_kill_logs_each_step_once(tmp_path):
     """kill -9 at step 45, last checkpoint at step 25: the rows of steps 26.. that W&B had written are not
-    logged again by the resumed run; those it had not written yet (it writes its log in blocks) are."""
+    logged again by the resumed run; those it had not written yet (it writes its log in blocks) are. The runs
+    start from a process with a W&B service of its own (as from a notebook): train.py must not make its
+    runs streams of that service, or the rerun finds its run id in use by the killed process's stream."""
+    import wandb
+
+    wandb.setup()  # puts the service's token in os.environ, which the train.py processes inherit
+    assert "WANDB_SERVICE" in os.environ
     args = wandb_args(tmp_path, "wb_kill") + ["stage=enc", "test=false", "trainer.max_steps=50"]
     args += ["callbacks.checkpoint.every_n_train_steps=25", "trainer.val_check_interval=15"]
     run = tmp_path / "run"

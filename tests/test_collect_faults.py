@@ -310,6 +310,23 @@ def test_deleted_manifest_is_rebuilt_from_the_shards(tmp_path):
     assert sorted(_shard_seeds(root)) == list(range(12))
 
 
+def test_a_copied_shard_is_not_adopted_into_the_manifest(tmp_path):
+    """Rebuilding a manifest adopts shards a crash left out of it, never one holding seeds another shard
+    holds (a copy, or another collection's): one line names it, and nothing on disk changes."""
+    import shutil
+
+    data = _data_cfg("procgen", episodes=8, max_steps=10, shard_frames=40)
+    root = collect(data, tmp_path, progress=False)
+    shutil.copy(root / "shard-000000.h5", root / "shard-000040.h5")
+    (root / MANIFEST).unlink()
+    with pytest.raises(ValueError) as caught:
+        collect(data, tmp_path, progress=False)
+    message = str(caught.value)
+    assert "\n" not in message and "shard-000040.h5" in message and "shard-000000.h5" in message
+    assert "each seed once" in message
+    assert sorted(p.name for p in root.glob("shard-*.h5"))[-1] == "shard-000040.h5"  # nothing deleted
+
+
 def test_cli_errors_are_one_line(tmp_path):
     data = tmp_path / "data"
     root = data / "procgen_coinrun"

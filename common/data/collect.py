@@ -233,13 +233,24 @@ def _load_manifest(root: Path, data: DictConfig, env) -> dict[str, Any]:
     for stray in root.glob("*.tmp"):
         stray.unlink()  # a shard or manifest being written when the last run died (we hold the lock)
     known = {s["file"] for s in manifest["shards"]}
+    held = {seed: s["file"] for s in manifest["shards"] for seed in s["episode_seeds"]}
     for orphan in sorted(root.glob("shard-*.h5")):
         if orphan.name not in known:  # renamed, but the manifest update did not happen
             try:
                 check_shard(orphan)
-                manifest["shards"].append(_shard_entry(orphan, _ranges(data)))
+                entry = _shard_entry(orphan, _ranges(data))
             except (ValueError, OSError):
                 orphan.unlink()
+                continue
+            twice = sorted(set(entry["episode_seeds"]) & set(held))
+            if twice:  # not a shard this collection wrote: a copy, or another collection's
+                raise CollectionError(
+                    f"{orphan}: holds episode seed {twice[0]}, which {held[twice[0]]} holds too "
+                    f"({len(twice)} seed(s) in both); a dataset holds each seed once: move {orphan.name} "
+                    f"out of {root}, then rerun"
+                )
+            held.update(dict.fromkeys(entry["episode_seeds"], orphan.name))
+            manifest["shards"].append(entry)
     return manifest
 
 

@@ -238,7 +238,22 @@ def stage_checkpoint(folder: Path, stage: str) -> str | None:
     last = folder / "last.ckpt"
     others = sorted(p for p in folder.glob("*.ckpt") if p != last) if folder.is_dir() else []
     if last.is_file():
-        if saved_step(last) is not None:
+        last_step = saved_step(last)
+        if last_step is not None:
+            # a kill while last.ckpt was being replaced leaves the periodic checkpoint of that step beside
+            # the previous last.ckpt: take it (written after last.ckpt, so of this run, not a stale one)
+            since = last.stat().st_mtime
+            newer = [
+                (step, p)
+                for p in others
+                if p.stat().st_mtime >= since and (step := saved_step(p)) is not None
+            ]
+            if newer and max(newer)[0] > last_step:
+                step, best = max(newer)
+                _say(
+                    f"resume: {best.name} (step {step}) is newer than {last} (step {last_step}); stage {stage} continues from it"
+                )
+                return str(best)
             return str(last)
         why = f"{last} is not a readable checkpoint (cut short?)"
     elif others:

@@ -153,3 +153,21 @@ def test_unreadable_last_ckpt_falls_back_to_the_newest_readable_checkpoint(tmp_p
 
     with pytest.raises(ValueError, match="not a readable"):  # a file named by the user is not replaced
         resume_checkpoint(str(last), run, "enc", "fake")
+
+
+def test_a_periodic_checkpoint_newer_than_last_ckpt_is_resumed_from(tmp_path, capsys):
+    """A kill while last.ckpt was being replaced at step 10 leaves step_10.ckpt complete beside the step-5
+    last.ckpt: resume from step 10, not redo 5 steps; a stale step file older than last.ckpt (an earlier
+    run's, in the same run dir) is never taken."""
+    run = tmp_path / "run"
+    folder = run / "checkpoints" / "enc"
+    stale = save(folder / "step_20.ckpt", 20)
+    last = save(folder / "last.ckpt", 5)
+    os.utime(stale, (last.stat().st_mtime - 60, last.stat().st_mtime - 60))
+    assert resume_checkpoint(True, run, "enc", "fake") == str(last)
+    assert capsys.readouterr().err == ""
+    newer = save(folder / "step_10.ckpt", 10)
+    os.utime(newer, (last.stat().st_mtime + 1, last.stat().st_mtime + 1))
+    assert resume_checkpoint(True, run, "enc", "fake") == str(newer)
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "step_10.ckpt (step 10)" in err and "(step 5)" in err, err

@@ -5,8 +5,10 @@ t+1 is paired with the environment action recorded for that transition. Their no
 information (NMI = I(Z; C) / mean(H(Z), H(C)), the arithmetic mean: scikit-learn's and torchmetrics'
 default; computed by torchmetrics.functional.clustering.normalized_mutual_info_score) is 1 when each latent
 action names one control and 0 when they are independent. `action_nmi_shuffled` is the same with the
-recorded actions permuted across transitions (seeded): what a LAM unrelated to the controls scores on this
-many transitions, since NMI on finite samples is biased above 0.
+recorded actions permuted across transitions, averaged over 100 seeded permutations: what a LAM unrelated to
+the controls scores on this many transitions, since NMI on finite samples is biased above 0.
+`action_nmi_p` is the permutation test's p-value, (1 + #{permutations scoring >= action_nmi}) / 101: below
+0.05, the latent actions carry information about the controls beyond chance.
 
 Many environment actions do the same thing, so actions are first grouped by their effect
 (`control_groups`). procgen has 15 actions for every game (procgen/env.py `get_combos`); in CoinRun,
@@ -70,10 +72,12 @@ class ActionProbe:
     environment's actions. `add(latent, actions)` counts pairs (any equal shapes, long); `compute(reduce)`
     sums the table over DDP ranks with `reduce` (a sum over ranks) first."""
 
-    def __init__(self, num_latent: int, env: str | None, num_env_actions: int, seed: int = 0):
+    def __init__(
+        self, num_latent: int, env: str | None, num_env_actions: int, seed: int = 0, permutations: int = 100
+    ):
         self.controls, group = control_groups(env, num_env_actions)
         self.group = torch.tensor(group, dtype=torch.long)
-        self.num_latent, self.seed = num_latent, seed
+        self.num_latent, self.seed, self.permutations = num_latent, seed, permutations
         self.table = torch.zeros(num_latent, len(self.controls), dtype=torch.long)
 
     def reset(self) -> None:
@@ -86,8 +90,9 @@ class ActionProbe:
         self.table += torch.bincount(pairs, minlength=n * g).view(n, g)
 
     def compute(self, reduce: Callable[[Tensor], Tensor] | None = None) -> dict | None:
-        """{"nmi", "nmi_shuffled", "transitions", "table" (num_latent x controls counts), "controls",
-        "best_control", "best_share", "best_lift"}; None before any `add`.
+        """{"nmi", "nmi_shuffled" (mean over the permutations), "nmi_p" (permutation test), "transitions",
+        "table" (num_latent x controls counts), "controls", "best_control", "best_share", "best_lift"};
+        None before any `add`.
 
         best_control[z]: the control most over-represented among latent action z's transitions, argmax_c
         P(c | z) / P(c) (with a random policy most transitions are NOOP in CoinRun, 8 of its 15 actions, so
@@ -100,14 +105,19 @@ class ActionProbe:
         cells = torch.arange(table.numel())
         pairs = cells.repeat_interleave(table.flatten())  # one (latent, control) cell index per transition
         latent, control = pairs // table.shape[1], pairs % table.shape[1]
-        shuffled = control[torch.randperm(total, generator=torch.Generator().manual_seed(self.seed))]
+        generator = torch.Generator().manual_seed(self.seed)
+        nmi = _nmi(latent, control)
+        shuffled = torch.tensor([_nmi(latent, control[torch.randperm(total, generator=generator)])
+                                 for _ in range(self.permutations)])  # fmt: skip
         rows, cols = table.sum(1), table.sum(0)
         given = table / rows.clamp(min=1)[:, None]  # P(c | z)
         lift = given / (cols / total).clamp(min=1e-12)  # P(c | z) / P(c)
         best = lift.argmax(1)
         return {
-            "nmi": _nmi(latent, control),
-            "nmi_shuffled": _nmi(latent, shuffled),
+            "nmi": nmi,
+            "nmi_shuffled": float(shuffled.mean()),
+            "nmi_p": float((1 + (shuffled >= nmi - 1e-12).sum()) / (1 + self.permutations)),
+            "permutations": self.permutations,
             "transitions": total,
             "table": table.tolist(),
             "controls": list(self.controls),

@@ -296,7 +296,7 @@ class EvalVideoCallback(Callback):
         for a in range(cells.shape[1]):
             label = f"latent {a}"
             if best and best[a] is not None:  # the control it matches: x lift = P(control | a) / P(control)
-                label += f"\n{best[a]} x{lift[a]:.1f}"
+                label += f"\n{best[a]} {lift[a]:.1f}x"
             columns.append(label)
         rows = [f"level {k}" for k in levels]
         grid = labelled_grid(cells, columns, rows, self.upscale_factor)

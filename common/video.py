@@ -88,7 +88,7 @@ def read_video(path: str | Path) -> np.ndarray:
 def _label_font():
     from PIL import ImageFont
 
-    return ImageFont.load_default()  # Pillow >= 10.1: a small FreeType font, no file needed
+    return ImageFont.load_default(size=12)  # Pillow >= 10.1: a FreeType font shipped with Pillow
 
 
 def labelled_grid(
@@ -100,9 +100,10 @@ def labelled_grid(
     """Tile videos in a grid under a band of column labels; each row's label is drawn into its first cell.
 
     cells: uint8 (R, K, T, H, W, C) -> uint8 (T, band + R * H * f, K * W * f, C) with f = upscale_factor:
-    cell [r, k] at rows band + r*H*f.., columns k*W*f.. (no gaps), and `band` (even, > 0) pixels of white
-    above holding column_labels[k] (one or more lines split at "\\n") in black, centred over column k.
-    row_labels[r], if given, is drawn in white on a black box in the top-left corner of cell [r, 0]."""
+    cell [r, k] at rows band + r*H*f.., columns k*W*f.. (no gaps: a one-pixel white line is drawn over
+    each inner cell border), and `band` (even, > 0) pixels of white above holding column_labels[k] (one or
+    more lines split at "\\n") in black, centred over column k. row_labels[r], if given, is drawn in white
+    on a black box in the top-left corner of cell [r, 0]."""
     from PIL import Image, ImageDraw
 
     cells = np.asarray(cells)
@@ -130,6 +131,8 @@ def labelled_grid(
             )
     head = np.broadcast_to(np.asarray(header)[..., :c], (t, band, k * cell_w, c))
     out = np.concatenate([head, grid], axis=1)
+    out[:, band + cell_h :: cell_h] = 255  # cell borders
+    out[:, band:, cell_w::cell_w] = 255
     for i, label in enumerate(row_labels or []):
         box = np.zeros((line + 2, int(draw.textlength(label, font=font)) + 4, 3), dtype=np.uint8)
         image = Image.fromarray(box)

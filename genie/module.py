@@ -285,7 +285,7 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self._evaluate(batch, batch_idx, "test")
 
     def _log_action_nmi(self, prefix: str) -> None:
-        """Log `{prefix}/action_nmi` and `_shuffled` over the epoch's transitions (all ranks); the table
+        """Log `{prefix}/action_nmi`, `_shuffled` and `_p` over the epoch's transitions (all ranks); the table
         goes to `eval_records[f"{prefix}/action_nmi"]`."""
         if self.action_probe is None:
             return
@@ -297,6 +297,7 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         if out is not None:
             self.log(f"{prefix}/action_nmi", out["nmi"])
             self.log(f"{prefix}/action_nmi_shuffled", out["nmi_shuffled"])
+            self.log(f"{prefix}/action_nmi_p", out["nmi_p"])
             self.eval_records[f"{prefix}/action_nmi"] = out
 
     def on_validation_epoch_start(self) -> None:

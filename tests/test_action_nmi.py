@@ -18,6 +18,7 @@ def test_bijective_pairing_scores_one_and_its_shuffle_about_zero():
     out = probe.compute()
     assert out["nmi"] == pytest.approx(1.0, abs=1e-6)
     assert 0 <= out["nmi_shuffled"] < 0.01
+    assert out["nmi_p"] == pytest.approx(1 / 101)  # no permutation reaches it
     assert out["transitions"] == 6000 and torch.tensor(out["table"]).sum() == 6000
     assert out["best_control"] == ["1", "3", "5", "0", "4", "2"]  # the inverse permutation
     assert out["best_share"] == [1.0] * 6 and all(4 < lift < 8 for lift in out["best_lift"])  # ~1 / P(c)
@@ -30,6 +31,7 @@ def test_independent_pairing_scores_about_zero():
     probe.add(torch.randint(6, (20000,), generator=g), torch.randint(15, (20000,), generator=g))
     out = probe.compute()
     assert out["nmi"] < 0.01 and out["nmi_shuffled"] < 0.01
+    assert out["nmi_p"] > 0.05  # independent: as high as chance
 
 
 def test_coinrun_actions_grouped_by_their_effect():

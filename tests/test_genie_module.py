@@ -61,7 +61,7 @@ def checkpoints(tmp_path_factory):
 def test_dynamics_test_metrics(checkpoints):
     metrics = checkpoints[2]
     for name in ["psnr_next", "psnr_copy_last", "rollout_psnr_k3", "rollout_copy_last_k3", "delta_psnr_t4",
-                 "delta_psnr_t4_low", "delta_psnr_t4_high", "action_nmi", "action_nmi_shuffled",
+                 "delta_psnr_t4_low", "delta_psnr_t4_high", "action_nmi", "action_nmi_shuffled", "action_nmi_p",
                  "action_usage", "action_entropy", "dyn_ce"]:  # fmt: skip
         assert f"test/{name}" in metrics, name
     assert (

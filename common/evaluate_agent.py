@@ -27,7 +27,6 @@ import csv
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -307,18 +306,12 @@ def evaluate(cfg) -> dict:
 def main() -> None:
     import hydra
 
+    from common.cli import run_reporting_errors
     from common.config import CONF_DIR
 
     @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="evaluate_agent")
     def run(cfg) -> None:
-        try:
-            evaluate(cfg)
-        except KeyboardInterrupt:
-            sys.exit(130)
-        except Exception as e:  # noqa: BLE001 - every failure is reported in one line
-            message = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            print(f"error: {message}", file=sys.stderr)
-            sys.exit(1)
+        run_reporting_errors(evaluate, cfg)
 
     run()
 

@@ -12,7 +12,8 @@ MSE with the real actions).
 Its uncertainty: `bootstrap_delta_psnr` resamples the evaluation's clips with replacement and takes the
 5th and 95th percentiles of the resampled ΔtPSNRs (the percentile bootstrap, Efron & Tibshirani 1993,
 "An Introduction to the Bootstrap", ch. 13), each resample a difference of set PSNRs like the point
-value. `ClipErrors` keeps the per-clip errors of an evaluation epoch for it (and for reports).
+value; with the clips' level seeds it can resample whole levels instead (the cluster bootstrap).
+`ClipErrors` keeps the per-clip errors of an evaluation epoch for it (and for reports).
 """
 
 from __future__ import annotations
@@ -60,13 +61,17 @@ def bootstrap_delta_psnr(
     resamples: int = BOOTSTRAP_RESAMPLES,
     seed: int = BOOTSTRAP_SEED,
     quantiles: tuple[float, float] = (0.05, 0.95),
+    groups: Tensor | None = None,
 ) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ΔtPSNR over clips, in dB: (5th, 95th) percentile by default.
+    """Percentile-bootstrap interval of ΔtPSNR, in dB: its (5th, 95th) percentiles by default.
 
     inferred, random: (N,) per-clip MSEs (`delta_psnr_errors`) of one evaluation set. Each of `resamples`
-    resamples draws N clips with replacement (torch.Generator seeded by `seed`: the same inputs give the
-    same interval) and computes 10·log10(mean random MSE / mean inferred MSE), the set-PSNR difference the
-    point value is. Clips of one level are correlated, so this interval is narrower than one over levels.
+    resamples draws N clips with replacement and computes 10·log10(mean random MSE / mean inferred MSE)
+    over the drawn clips, the set-PSNR difference the point value is. groups: (N,) a label per clip (its
+    level seed): then each resample draws as many groups as there are, with replacement, and takes all
+    their clips (the cluster bootstrap, Davison & Hinkley 1997, "Bootstrap Methods and their Application",
+    §3.8): clips of one level are correlated, so resampling them one by one understates the spread over
+    levels. Seeded by `seed` (torch.Generator): the same inputs give the same interval.
     ValueError for fewer than 1,000 resamples or no clips."""
     if resamples < 1000:
         raise ValueError(f"bootstrap_delta_psnr: resamples={resamples}; use at least 1000 resamples")
@@ -74,12 +79,20 @@ def bootstrap_delta_psnr(
     if inferred.numel() == 0 or inferred.shape != random.shape:
         raise ValueError(f"bootstrap_delta_psnr: needs equal, non-empty per-clip errors, got "
                          f"{tuple(inferred.shape)} and {tuple(random.shape)}")  # fmt: skip
-    n = inferred.numel()
+    if groups is None:  # every clip its own group
+        sums, counts = torch.stack([inferred, random]), torch.ones_like(inferred)
+    else:
+        labels = torch.unique(groups.flatten().cpu(), return_inverse=True)[1]
+        sums = torch.zeros(2, int(labels.max()) + 1, dtype=torch.float64)
+        sums.index_add_(1, labels, torch.stack([inferred, random]))
+        counts = torch.bincount(labels).double()
+    n = counts.numel()
     generator = torch.Generator().manual_seed(seed)
     values = []
-    for chunk in range(0, resamples, 1000):  # (1000, N) indices at a time: bounded memory for large N
+    for chunk in range(0, resamples, 1000):  # (1000, n) indices at a time: bounded memory for large n
         idx = torch.randint(n, (min(1000, resamples - chunk), n), generator=generator)
-        values.append(psnr_of_mse(inferred[idx].mean(1)) - psnr_of_mse(random[idx].mean(1)))
+        drawn = counts[idx].sum(1)
+        values.append(psnr_of_mse(sums[0][idx].sum(1) / drawn) - psnr_of_mse(sums[1][idx].sum(1) / drawn))
     low, high = torch.quantile(torch.cat(values), torch.tensor(quantiles, dtype=torch.float64)).tolist()
     return low, high
 

@@ -5,7 +5,9 @@ each ΔtPSNR with `self.add_delta_psnr(name, errors, seeds)`. At the epoch's end
 over ranks and logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`, which turns every
 `{name}/inferred` + `{name}/random` pair of sets into its ΔtPSNR, common.delta_psnr). For every ΔtPSNR it
 also gathers the per-clip errors of all ranks and logs the bootstrap interval over clips as `{name}_low`
-(5th percentile) and `{name}_high` (95th), and keeps the per-clip values in `self.eval_records[name]`
+(5th percentile) and `{name}_high` (95th); when every clip's level seed is known, also the bootstrap over
+levels (whole levels resampled: clips of one level are correlated) as `{name}_low_levels` /
+`{name}_high_levels`. It keeps the per-clip values in `self.eval_records[name]`
 (plain lists: what common.callbacks writes to `<run_dir>/per_clip.json` after a test). Then it empties
 the meters.
 List the mixin before `L.LightningModule`; a module that defines its own epoch-end hook calls super().
@@ -80,10 +82,13 @@ class SetPSNRLogging:
                 continue
             low, high = bootstrap_delta_psnr(inferred, random)
             out[f"{name}_low"], out[f"{name}_high"] = low, high
+            record = {"clips": inferred.numel(), "low": low, "high": high}
+            if (seeds >= 0).all():  # every clip's level is known: the bootstrap over levels too
+                levels = bootstrap_delta_psnr(inferred, random, groups=seeds)
+                out[f"{name}_low_levels"], out[f"{name}_high_levels"] = levels
+                record.update(levels=int(seeds.unique().numel()), low_levels=levels[0], high_levels=levels[1])
             self.eval_records[name] = {
-                "clips": inferred.numel(),
-                "low": low,
-                "high": high,
+                **record,
                 "quantiles": [0.05, 0.95],
                 "resamples": BOOTSTRAP_RESAMPLES,
                 "bootstrap_seed": BOOTSTRAP_SEED,

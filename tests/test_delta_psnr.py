@@ -93,6 +93,23 @@ def test_bootstrap_interval_collapses_on_identical_clips():
         bootstrap_delta_psnr(torch.ones(3), torch.ones(3), resamples=10)
 
 
+def test_level_bootstrap_resamples_whole_levels():
+    """100 levels of 3 identical clips (the known-answer set, each clip three times): resampling levels
+    draws K ~ Binomial(100, 1/2) levels of 0.04, the interval of the 100-clip set; resampling the 300
+    clips one by one would treat them as independent and return a narrower interval."""
+    inferred = torch.full((300,), 0.01)
+    random = torch.tensor([0.04] * 150 + [0.02] * 150)
+    levels = torch.arange(100).repeat_interleave(3)
+    low, high = bootstrap_delta_psnr(inferred, random, resamples=10_000, seed=0, groups=levels)
+    at = lambda k: 10 * math.log10((0.02 + k * 0.0002) / 0.01)  # noqa: E731
+    assert low == pytest.approx(at(42), abs=1e-6) and high == pytest.approx(at(58), abs=1e-6)
+    clip_low, clip_high = bootstrap_delta_psnr(inferred, random, resamples=10_000, seed=0)
+    assert clip_high - clip_low < 0.7 * (high - low)  # about 1/sqrt(3) as wide
+    unequal = torch.tensor([0] * 5 + [1])  # levels of unequal size: set PSNR of the drawn clips' mean MSE
+    one = bootstrap_delta_psnr(torch.full((6,), 0.01), torch.tensor([0.02] * 5 + [0.08]), groups=unequal)
+    assert one[0] == pytest.approx(10 * math.log10(2.0)) and one[1] == pytest.approx(10 * math.log10(8.0))
+
+
 class Meter(SetPSNRLogging):
     """The logging mixin alone: what it would log, with a stand-in trainer of one process."""
 
@@ -118,8 +135,12 @@ def test_mixin_logs_bounds_and_keeps_per_clip_values():
     assert m.logged["test/delta_psnr_t4_low"] == pytest.approx(low)
     assert m.logged["test/delta_psnr_t4_high"] == pytest.approx(high)
     assert low <= point <= high
+    low, high = bootstrap_delta_psnr(inferred, random, groups=torch.tensor([5, 5, 6, 7]))
+    assert m.logged["test/delta_psnr_t4_low_levels"] == pytest.approx(low)
+    assert m.logged["test/delta_psnr_t4_high_levels"] == pytest.approx(high)
     record = m.eval_records["test/delta_psnr_t4"]
     assert record["mse_inferred"] == pytest.approx(inferred.tolist())
     assert record["mse_random"] == pytest.approx(random.tolist())
-    assert record["seeds"] == [5, 5, 6, 7] and record["clips"] == 4
+    assert record["seeds"] == [5, 5, 6, 7] and record["clips"] == 4 and record["levels"] == 3
+    assert (record["low_levels"], record["high_levels"]) == (low, high)
     assert record["delta_psnr"] == pytest.approx((10 * torch.log10(random / inferred)).tolist(), abs=1e-4)

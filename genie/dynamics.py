@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from common.nn.attention import KV
-from common.nn.st_transformer import STTransformer
+from genie.attention import KV
+from genie.st_transformer import STTransformer
 
 
 class DynamicsModel(nn.Module):

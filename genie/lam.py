@@ -12,9 +12,9 @@ from __future__ import annotations
 from einops import repeat
 from torch import Tensor, nn
 
-from common.nn.quantize import VectorQuantizer
-from common.nn.st_transformer import STTransformer
 from genie.patches import check_patch, patchify, unpatchify
+from genie.quantize import VectorQuantizer
+from genie.st_transformer import STTransformer
 
 
 class LatentActionModel(nn.Module):

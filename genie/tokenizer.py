@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from common.nn.attention import KV
-from common.nn.quantize import make_quantizer
-from common.nn.st_transformer import STTransformer
+from genie.attention import KV
 from genie.patches import check_patch, patchify, unpatchify
+from genie.quantize import make_quantizer
+from genie.st_transformer import STTransformer
 
 
 class VideoTokenizer(nn.Module):

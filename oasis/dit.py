@@ -28,8 +28,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary, rotation
 from oasis.init import init_vit_weights
+from oasis.rotary import RotaryEmbedding, apply_rotary, rotation
 
 KV = tuple[Tensor, Tensor]  # keys, values: (B * h * w, heads, T, head_dim), rotated
 
@@ -56,7 +56,7 @@ class PreparedStep(NamedTuple):
 
     block_mods: list  # per block: (spatial (shift, 1 + scale, gate) x 2, temporal (same) x 2)
     final_mod: tuple[Tensor, Tensor]  # final layer (shift, 1 + scale)
-    s_angles: Tensor  # spatial rotary, complex (h * w, r / 2) (common.nn.rotary.rotation)
+    s_angles: Tensor  # spatial rotary, complex (h * w, r / 2) (oasis.rotary.rotation)
     t_angles: Tensor  # temporal rotary at the new frame's position, complex (1, r / 2)
 
 

@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary, rotation
 from oasis.init import init_vit_weights
+from oasis.rotary import RotaryEmbedding, apply_rotary, rotation
 
 OASIS_SCALING_FACTOR = 0.07843137255
 

@@ -13,8 +13,8 @@ import torch
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.nn.attention import KV, SelfAttention
-from common.nn.posemb import sincos_1d, sincos_2d
+from genie.attention import KV, SelfAttention
+from genie.posemb import sincos_1d, sincos_2d
 
 
 class FeedForward(nn.Module):

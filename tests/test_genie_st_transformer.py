@@ -1,10 +1,10 @@
-"""common/nn: ST-transformer shapes, causality in time, and cached temporal keys/values == full pass."""
+"""genie/st_transformer.py: ST-transformer shapes, causality in time, and cached temporal keys/values == full pass."""
 
 import torch
 
-from common.nn.attention import SelfAttention
-from common.nn.posemb import sincos_1d, sincos_2d
-from common.nn.st_transformer import STTransformer
+from genie.attention import SelfAttention
+from genie.posemb import sincos_1d, sincos_2d
+from genie.st_transformer import STTransformer
 
 
 def test_shapes_and_causality():

@@ -8,7 +8,7 @@
 Channels are rotated in interleaved pairs (x0, x1), (x2, x3), ...; when the angle table is narrower
 than the features, only the leading channels rotate and the rest pass through.
 
-API (small on purpose; Genie may reuse it):
+API (small on purpose):
     rope = RotaryEmbedding(dim, kind="lang" | "pixel", theta=10000.0, max_freq=10.0)
     rope.angles(positions)          # (...,) float -> (..., dim)
     rope.rotate(x, offset=0)        # x (..., T, d>=dim), positions offset..offset+T-1 along dim -2

@@ -1,9 +1,9 @@
-"""common/nn/quantize.py: straight-through gradients, codes of VQ and FSQ, dead-code restarts, stats."""
+"""genie/quantize.py: straight-through gradients, codes of VQ and FSQ, dead-code restarts, stats."""
 
 import pytest
 import torch
 
-from common.nn.quantize import FSQ, VectorQuantizer, code_stats, make_quantizer
+from genie.quantize import FSQ, VectorQuantizer, code_stats, make_quantizer
 
 
 def test_vq_straight_through_gradient():

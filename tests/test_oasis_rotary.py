@@ -1,4 +1,4 @@
-"""common/nn/rotary.py: frequencies, the relative-position property, axial tables, partial rotation."""
+"""oasis/rotary.py: frequencies, the relative-position property, axial tables, partial rotation."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from common.nn.rotary import RotaryEmbedding, apply_rotary, rotary_freqs, rotation
+from oasis.rotary import RotaryEmbedding, apply_rotary, rotary_freqs, rotation
 
 
 def test_frequencies_match_open_oasis_definitions():

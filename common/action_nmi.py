@@ -26,6 +26,7 @@ The contingency table (latent action x control) says which control each latent a
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 from torch import Tensor
@@ -136,3 +137,26 @@ def _nmi(a: Tensor, b: Tensor) -> float:
     with warnings.catch_warnings():  # its contingency table is a sparse tensor: a warning per call
         warnings.simplefilter("ignore", UserWarning)
         return float(normalized_mutual_info_score(a, b))
+
+
+def latent_legend(checkpoint: str | Path, num_latent: int) -> list[str | None] | None:
+    """What each latent action of a Genie checkpoint does, for play's legend: "RIGHT+JUMP 2.3x" (the control
+    it matches best and its lift P(c | z) / P(c)) or None for a latent action the probe never saw inferred.
+
+    Read from the `test/action_nmi` record of the run the checkpoint belongs to (<run dir>/test_records.json,
+    written by the test of the dynamics stage; the run dir is the first of the checkpoint's parents holding
+    one). None when there is no such record or it has another number of latent actions (a different model)."""
+    import json
+
+    for folder in list(Path(checkpoint).parents)[:3]:
+        path = folder / "test_records.json"
+        if path.is_file():
+            try:
+                record = json.loads(path.read_text()).get("test/action_nmi") or {}
+            except (OSError, ValueError):
+                return None
+            best, lift = record.get("best_control"), record.get("best_lift")
+            if not best or len(best) != num_latent:
+                return None
+            return [f"{c} {x:.1f}x" if c is not None else None for c, x in zip(best, lift)]
+    return None

@@ -81,3 +81,24 @@ def test_best_control_is_the_most_over_represented_not_the_most_frequent():
     out = probe.compute()
     assert out["best_control"] == ["RIGHT", "NOOP"]
     assert out["best_share"] == pytest.approx([0.4, 1.0]) and out["best_lift"] == pytest.approx([2.0, 1.25])
+
+
+def test_play_legend_names_the_control_each_latent_action_matches(tmp_path):
+    """A Genie checkpoint's keymap shows, beside each latent key, the control its run's probe matched."""
+    import json
+
+    from common.action_nmi import latent_legend
+    from common.play.keymaps import keymap_for
+
+    ckpt = tmp_path / "checkpoints" / "dynamics" / "last.ckpt"
+    ckpt.parent.mkdir(parents=True)
+    ckpt.write_bytes(b"")
+    assert latent_legend(ckpt, 3) is None  # no test record yet
+    record = {"best_control": ["RIGHT", None, "JUMP"], "best_lift": [2.25, None, 3.0]}
+    (tmp_path / "test_records.json").write_text(json.dumps({"test/action_nmi": record}))
+    assert latent_legend(ckpt, 3) == ["RIGHT 2.2x", None, "JUMP 3.0x"]
+    assert latent_legend(ckpt, 6) is None  # another model's record
+    keymap = keymap_for("procgen", None, 3, latent=True, latent_matches=latent_legend(ckpt, 3))
+    assert keymap.legend == [("1", "latent 0 ~ RIGHT 2.2x"), ("2", "latent 1 (never inferred)"),
+                             ("3", "latent 2 ~ JUMP 3.0x")]  # fmt: skip
+    assert keymap.action(["3"]) == 2

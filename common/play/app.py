@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.action_nmi import latent_legend
 from common.checkpoint import META_KEY, read_checkpoint
 from common.play.context import (
     DatasetContext,
@@ -124,7 +125,14 @@ def run(cfg) -> None:
         keymap_for(info.source, meanings, len(meanings), game=info.game) if (latent and meanings) else None
     )
     keymap = with_overrides(
-        keymap_for(source, meanings, world_model.num_actions, latent, game=info.game),
+        keymap_for(
+            source,
+            meanings,
+            world_model.num_actions,
+            latent,
+            game=info.game,
+            latent_matches=latent_legend(checkpoint, world_model.num_actions) if latent else None,
+        ),
         dict(cfg.bindings or {}),
     )
     if context_file:

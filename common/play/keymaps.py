@@ -308,11 +308,14 @@ def crafter_keymap(action_meanings: list[str]) -> Keymap:
     return Keymap(bindings, list(action_meanings), default_action=_noop(action_meanings))
 
 
-def latent_keymap(num_actions: int) -> Keymap:
-    """Genie: latent action i on the (i+1)-th key of 1..9, 0, q, w, ..."""
+def latent_keymap(num_actions: int, matches: list[str | None] | None = None) -> Keymap:
+    """Genie: latent action i on the (i+1)-th key of 1..9, 0, q, w, ...; `matches[i]` (the real control latent
+    action i matches best, common.action_nmi.latent_legend) goes beside it in the legend and header."""
     if num_actions > len(LATENT_KEYS):
         raise ValueError(f"{num_actions} latent actions: at most {len(LATENT_KEYS)} fit on the keyboard")
     names = [f"latent {i}" for i in range(num_actions)]
+    if matches:
+        names = [f"{n} ~ {m}" if m else f"{n} (never inferred)" for n, m in zip(names, matches)]
     return Keymap({LATENT_KEYS[i]: names[i] for i in range(num_actions)}, names)
 
 
@@ -329,11 +332,13 @@ def keymap_for(
     num_actions: int,
     latent: bool = False,
     game: str | None = None,
+    latent_matches: list[str | None] | None = None,
 ) -> Keymap:
     """The keymap of an environment source ("atari" / "procgen" / "crafter" / "minecraft") and game, or
-    latent keys for Genie; numbered keys when the action names are unknown."""
+    latent keys for Genie (with `latent_matches`, what each does); numbered keys when the action names are
+    unknown."""
     if latent:
-        return latent_keymap(num_actions)
+        return latent_keymap(num_actions, latent_matches)
     if source == MINECRAFT:
         if num_actions != len(MINECRAFT_ACTIONS):
             raise ValueError(f"the Minecraft keymap drives 25-d action vectors, the model has {num_actions}")

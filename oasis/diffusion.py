@@ -1,4 +1,4 @@
-"""Diffusion forcing for Oasis: sigmoid beta schedule, per-frame-noise training loss, DDIM frame sampler.
+"""Diffusion forcing for Oasis: sigmoid beta schedule, per-frame-noise training loss, DDIM steps.
 
 Training (Chen et al. 2024, "Diffusion Forcing"): every frame of a clip gets its own noise level
 t ~ U{0, ..., timesteps - 1}; the causal DiT predicts v = sqrt(a) * eps - sqrt(1 - a) * x0 for all
@@ -6,16 +6,11 @@ frames at once; the MSE is weighted by min-SNR, min(snr, snr_clip) / (snr + 1), 
 video config) by the *fused* SNR, which also counts the signal the preceding frames carry: a noisy frame
 after clean ones is predictable from them, so it keeps a large weight where plain min-SNR gives ~0.
 
-Sampling (open-oasis generate.py): one new frame at a time. The new frame starts from N(0, 1) noise
-clamped to +-noise_abs_max; the context frames are clean latents labelled with noise level
-stabilization_level - 1; `ddim_steps` deterministic DDIM steps walk the new frame's level down
-linspace(-1, timesteps - 1, ddim_steps + 1) (the last step lands on x0). At most max_frames frames
-(context + new) are fed to the model (sliding window).
-
-With `use_cache=True` the context frames go through the network once per generated frame
-(`DiT.context_kv`) and each DDIM step runs only the new frame against their cached temporal keys /
-values; without it the whole window is recomputed at every step, as open-oasis does. Both give the
-same result.
+Sampling (open-oasis generate.py): the schedule side only, network-agnostic as a diffusers scheduler.
+A new frame starts from `initial_noise` (N(0, 1) clamped to +-noise_abs_max); `ddim_timesteps` walks its
+level down linspace(-1, timesteps - 1, ddim_steps + 1), one `ddim_step` per pair (the last lands on x0);
+context frames are labelled with `context_level` = stabilization_level - 1. The loop that calls the DiT
+(sliding window, cached context keys / values) is `oasis.world_model.sample_next`.
 
 Shapes: latents (B, T, C, H, W); noise levels (B, T) long; conditions (B, T, A) float.
 """
@@ -46,7 +41,7 @@ def _bcast(a: Tensor, x: Tensor) -> Tensor:
 
 
 class DiffusionForcing(nn.Module):
-    """The noise schedule, the diffusion-forcing loss and the DDIM sampler (no learnable weights)."""
+    """The noise schedule, the diffusion-forcing loss and the DDIM update (no learnable weights)."""
 
     def __init__(
         self,
@@ -74,6 +69,8 @@ class DiffusionForcing(nn.Module):
         self.cum_snr_decay = cum_snr_decay
         alphas_cumprod = torch.cumprod(1.0 - sigmoid_beta_schedule(timesteps).float(), dim=0)
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        # the same values as Python floats: a DDIM step's scalars without a device round trip
+        self.sampling_alphas: list[float] = alphas_cumprod.tolist()
 
     # ---- training -------------------------------------------------------------------------------
 
@@ -121,67 +118,39 @@ class DiffusionForcing(nn.Module):
 
     # ---- sampling -------------------------------------------------------------------------------
 
+    @property
+    def context_level(self) -> int:
+        """The noise level clean context frames are labelled with while a frame is sampled."""
+        return self.stabilization_level - 1
+
     def ddim_levels(self) -> Tensor:
         """(ddim_steps + 1,) long: -1, ..., timesteps - 1 (open-oasis' noise_range)."""
         return torch.linspace(-1, self.timesteps - 1, self.ddim_steps + 1).long()
 
-    @torch.no_grad()
-    def sample_next(
-        self,
-        model: nn.Module,
-        context: Tensor,
-        context_cond: Tensor | None,
-        cond: Tensor | None,
-        max_frames: int,
-        use_cache: bool = True,
-        generator: torch.Generator | None = None,
-    ) -> Tensor:
-        """Generate the latent frame after `context`.
+    def ddim_step(self, x: Tensor, v: Tensor, t: int, t_next: int) -> Tensor:
+        """One deterministic DDIM step (Song et al. 2021, eq. 12 with sigma = 0) from level t to t_next.
 
-        context (B, T, C, H, W) clean latents (T >= 1); context_cond (B, T, A) their conditions;
-        cond (B, A) the new frame's condition (the action that leads to it). Returns (B, C, H, W).
+        x (..., C, H, W) the frame at noise level t, v the model's v-prediction for it (Salimans & Ho 2022),
+        t_next < t; t_next = -1 is the clean frame (a' = 1: the step returns x0). With a = alphas_cumprod[t],
+        a' = alphas_cumprod[t_next]:
+            x0  = sqrt(a) x - sqrt(1 - a) v
+            eps = sqrt(1 - a) x + sqrt(a) v
+            x'  = sqrt(a') x0 + sqrt(1 - a') eps
+        (open-oasis generate.py computes the same update, eps as (x / sqrt(a) - x0) / sqrt(1 / a - 1)).
         """
-        b = context.shape[0]
-        if cond is not None and context_cond is None:  # unconditioned context frames
-            context_cond = cond.new_zeros(*context.shape[:2], cond.shape[-1])
-        keep = max_frames - 1
-        context = context[:, -keep:]
-        context_cond = None if context_cond is None else context_cond[:, -keep:]
-        n = context.shape[1]
-        dev = context.device
-        x = torch.randn(context[:, :1].shape, generator=generator, device=dev if generator is None else None)
-        x = x.to(dev).clamp(-self.noise_abs_max, self.noise_abs_max)
-        t_ctx = torch.full((b, n), self.stabilization_level - 1, dtype=torch.long, device=dev)
-        new_cond = None if cond is None else cond[:, None]
-        schedule = self.ddim_schedule()
-        t_steps = torch.tensor([level for level, _, _ in schedule], device=dev).expand(b, -1)  # (B, S)
-        if use_cache:  # the context runs once; each step's conditioning is computed up front
-            past = model.context_kv(context, t_ctx, context_cond, spare=1)  # the new frame's slot
-            prepared = model.prepare_steps(t_steps, new_cond, past)
-        else:
-            full_cond = None if cond is None else torch.cat((context_cond, new_cond), dim=1)
-        for j, (_, cx, cv) in enumerate(schedule):
-            t_now = t_steps[:, j : j + 1]
-            if use_cache:
-                v = model.forward_cached(x, t_now, new_cond, past, prepared[j])
-            else:
-                v = model(torch.cat((context, x), 1), torch.cat((t_ctx, t_now), 1), full_cond)[:, -1:]
-            x = torch.add(x * cx, v, alpha=cv)
-        return x[:, 0]
+        a = self.sampling_alphas[t]
+        a_next = self.sampling_alphas[t_next] if t_next >= 0 else 1.0
+        x0 = math.sqrt(a) * x - math.sqrt(1 - a) * v
+        eps = math.sqrt(1 - a) * x + math.sqrt(a) * v
+        return math.sqrt(a_next) * x0 + math.sqrt(1 - a_next) * eps
 
-    def ddim_schedule(self) -> list[tuple[int, float, float]]:
-        """Per DDIM step, noisiest first: (the step's noise level, cx, cv) with x_next = cx * x + cv * v
-        (deterministic DDIM).
+    def ddim_timesteps(self) -> list[tuple[int, int]]:
+        """(t, t_next) of each DDIM step, noisiest first: consecutive `ddim_levels`, the last t_next -1."""
+        levels = self.ddim_levels().tolist()
+        return [(levels[i], levels[i - 1]) for i in reversed(range(1, len(levels)))]
 
-        With a = alphas_cumprod at the step's level and a' at the next: x0 = sqrt(a) x - sqrt(1 - a) v and
-        eps = sqrt(1 - a) x + sqrt(a) v, so x_next = sqrt(a') x0 + sqrt(1 - a') eps; the last step returns x0.
-        """
-        levels, ac = self.ddim_levels().tolist(), self.alphas_cumprod.tolist()
-        out = []
-        for i in reversed(range(1, self.ddim_steps + 1)):
-            a = ac[levels[i]]
-            a_next = ac[levels[i - 1]] if i > 1 else 1.0  # the last step returns x0
-            cx = math.sqrt(a_next * a) + math.sqrt((1 - a_next) * (1 - a))
-            cv = math.sqrt((1 - a_next) * a) - math.sqrt(a_next * (1 - a))
-            out.append((levels[i], cx, cv))
-        return out
+    def initial_noise(self, shape, device=None, generator: torch.Generator | None = None) -> Tensor:
+        """N(0, 1) noise of `shape` clamped to +-noise_abs_max (open-oasis), drawn on the CPU when a
+        generator is given (so a seed gives the same frame on any device)."""
+        x = torch.randn(shape, generator=generator, device=device if generator is None else None)
+        return x.to(device).clamp(-self.noise_abs_max, self.noise_abs_max)

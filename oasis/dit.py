@@ -54,30 +54,20 @@ def past_length(past: KV | KVWindow) -> int:
 class PreparedStep(NamedTuple):
     """One sampling step's conditioning of a single new frame (see DiT.prepare_steps); tensors (B, 1, D)."""
 
-    block_mods: list  # per block: (spatial (shift, 1 + scale, gate) x 2, temporal (same) x 2)
-    final_mod: tuple[Tensor, Tensor]  # final layer (shift, 1 + scale)
+    block_mods: list  # per block: (spatial (shift, scale, gate) x 2, temporal (same) x 2)
+    final_mod: tuple[Tensor, Tensor]  # final layer (shift, scale)
     s_angles: Tensor  # spatial rotary, complex (h * w, r / 2) (oasis.rotary.rotation)
     t_angles: Tensor  # temporal rotary at the new frame's position, complex (1, r / 2)
 
 
 def adaln(mlp: nn.Module, c: Tensor, chunks: int) -> tuple[Tensor, ...]:
-    """c (B, T, D) -> `chunks` modulations (B, T, 1, 1, D), each (shift, 1 + scale) pair's scale with
-    its 1 added (so that `modulate` is one fused op): (shift, 1 + scale, gate, ...) in adaLN's order."""
-    mods = list(mlp(c[:, :, None, None]).chunk(chunks, dim=-1))
-    group = 3 if chunks % 3 == 0 else 2  # (shift, scale, gate) groups, or one (shift, scale)
-    for i in range(1, chunks, group):
-        mods[i] = mods[i] + 1
-    return tuple(mods)
+    """c (B, T, D) -> `chunks` modulations (B, T, 1, 1, D) in adaLN's order: (shift, scale, gate, ...)."""
+    return tuple(mlp(c[:, :, None, None]).chunk(chunks, dim=-1))
 
 
-def modulate(x: Tensor, shift: Tensor, factor: Tensor) -> Tensor:
-    """adaLN: x * (1 + scale) + shift; x (B, T, h, w, D), shift / factor = 1 + scale (B, T, 1, 1, D)."""
-    return torch.addcmul(shift, x, factor)
-
-
-def gated_residual(x: Tensor, y: Tensor, gate: Tensor) -> Tensor:
-    """x + gate * y; x, y (B, T, h, w, D), gate (B, T, 1, 1, D)."""
-    return torch.addcmul(x, gate, y)
+def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
+    """adaLN (DiT `models.py`): x (B, T, h, w, D), shift / scale (B, T, 1, 1, D) -> x * (1 + scale) + shift."""
+    return x * (1 + scale) + shift
 
 
 class PatchEmbed(nn.Module):
@@ -235,8 +225,7 @@ class SpatioTemporalDiTBlock(nn.Module):
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
     def modulations(self, c: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
-        """c (B, T, D) -> the spatial and the temporal half's (shift, 1 + scale, gate) x 2, each
-        (B, T, 1, 1, D)."""
+        """c (B, T, D) -> the spatial and the temporal half's (shift, scale, gate) x 2, each (B, T, 1, 1, D)."""
         return adaln(self.s_adaLN_modulation, c, 6), adaln(self.t_adaLN_modulation, c, 6)
 
     def forward(
@@ -255,15 +244,15 @@ class SpatioTemporalDiTBlock(nn.Module):
         (computed by the attention modules when None); mods: `modulations(c)` precomputed (c unused);
         kv_only: stop once the temporal keys / values are known (x is returned as None)."""
         s_mods, t_mods = self.modulations(c) if mods is None else mods
-        sh1, sc1, g1, sh2, sc2, g2 = s_mods
-        x = gated_residual(x, self.s_attn(modulate(self.s_norm1(x), sh1, sc1), s_angles), g1)
-        x = gated_residual(x, self.s_mlp(modulate(self.s_norm2(x), sh2, sc2)), g2)
-        sh1, sc1, g1, sh2, sc2, g2 = t_mods
-        attn, kv = self.t_attn(modulate(self.t_norm1(x), sh1, sc1), past, t_angles, kv_only)
+        shift1, scale1, gate1, shift2, scale2, gate2 = s_mods
+        x = x + gate1 * self.s_attn(modulate(self.s_norm1(x), shift1, scale1), s_angles)
+        x = x + gate2 * self.s_mlp(modulate(self.s_norm2(x), shift2, scale2))
+        shift1, scale1, gate1, shift2, scale2, gate2 = t_mods
+        attn, kv = self.t_attn(modulate(self.t_norm1(x), shift1, scale1), past, t_angles, kv_only)
         if kv_only:
             return None, kv
-        x = gated_residual(x, attn, g1)
-        x = gated_residual(x, self.t_mlp(modulate(self.t_norm2(x), sh2, sc2)), g2)
+        x = x + gate1 * attn
+        x = x + gate2 * self.t_mlp(modulate(self.t_norm2(x), shift2, scale2))
         return x, kv
 
 
@@ -275,8 +264,8 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
 
     def forward(self, x: Tensor, c: Tensor | None, mod: tuple[Tensor, Tensor] | None = None) -> Tensor:
-        shift, factor = adaln(self.adaLN_modulation, c, 2) if mod is None else mod
-        return self.linear(modulate(self.norm_final(x), shift, factor))
+        shift, scale = adaln(self.adaLN_modulation, c, 2) if mod is None else mod
+        return self.linear(modulate(self.norm_final(x), shift, scale))
 
 
 class DiT(nn.Module):
@@ -437,9 +426,3 @@ class DiT(nn.Module):
         """v for frames that follow the cached context: x (B, T_new, C, H, W) -> (B, T_new, C, H, W).
         With `prepared` (one new frame; from `prepare_steps`), t and external_cond are not used."""
         return self._run(x, t, external_cond, past, prepared)[0]
-
-
-def oasis_500m() -> DiT:
-    """The released Oasis 500M layout (DiT-S/2 in open-oasis' naming)."""
-    return DiT(input_h=18, input_w=32, patch_size=2, in_channels=16, hidden_size=1024, depth=16, num_heads=16,
-               mlp_ratio=4.0, external_cond_dim=25, max_frames=32)  # fmt: skip

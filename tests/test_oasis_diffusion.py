@@ -7,6 +7,7 @@ from torch import nn
 
 from oasis.diffusion import DiffusionForcing, sigmoid_beta_schedule
 from oasis.dit import DiT
+from oasis.world_model import sample_next
 
 
 def test_sigmoid_schedule_shape_and_monotone():
@@ -45,7 +46,7 @@ def test_ddim_with_exact_model_returns_the_context_frame():
     df = DiffusionForcing(ddim_steps=10, stabilization_level=15)
     context = torch.randn(2, 3, 4, 5, 5)
     oracle = Oracle(df, target=context[:, -1])  # the clean next frame is a copy of the last context frame
-    out = df.sample_next(oracle, context, None, None, max_frames=32, use_cache=False)
+    out = sample_next(oracle, df, context, None, None, max_frames=32, use_cache=False)
     torch.testing.assert_close(out, context[:, -1], atol=1e-4, rtol=1e-4)
     assert len(oracle.calls) == 10
     assert all((c == 14).all() for c in oracle.calls)  # context held at stabilization_level - 1
@@ -54,6 +55,39 @@ def test_ddim_with_exact_model_returns_the_context_frame():
 def test_ddim_levels_match_open_oasis():
     assert DiffusionForcing(ddim_steps=10).ddim_levels().tolist() == [-1, 99, 199, 299, 399, 499, 599, 699, 799,
                                                                       899, 999]  # fmt: skip
+
+
+def test_ddim_step_is_open_oasis_update_in_x0_eps_form():
+    """ddim_step equals open-oasis generate.py's update (eps from x0 through 1 / a) and the same update
+    written as x' = cx x + cv v with cx, cv from the levels alone, and its last step returns x0."""
+    df = DiffusionForcing(ddim_steps=10)
+    ac = df.alphas_cumprod.double()
+    x, v = torch.randn(2, 1, 4, 5, 5, dtype=torch.float64), torch.randn(2, 1, 4, 5, 5, dtype=torch.float64)
+    pairs = df.ddim_timesteps()
+    assert pairs[0] == (999, 899) and pairs[-1] == (99, -1) and len(pairs) == 10
+    for t, t_next in pairs:
+        a, a_next = ac[t], (ac[t_next] if t_next >= 0 else torch.tensor(1.0, dtype=torch.float64))
+        x_start = a.sqrt() * x - (1 - a).sqrt() * v  # open-oasis generate.py
+        x_noise = ((1 / a).sqrt() * x - x_start) / (1 / a - 1).sqrt()
+        reference = a_next.sqrt() * x_start + x_noise * (1 - a_next).sqrt()
+        cx = (a_next * a).sqrt() + ((1 - a_next) * (1 - a)).sqrt()
+        cv = ((1 - a_next) * a).sqrt() - (a_next * (1 - a)).sqrt()
+        out = df.ddim_step(x, v, t, t_next)
+        torch.testing.assert_close(out, reference, atol=1e-9, rtol=1e-9)
+        torch.testing.assert_close(out, cx * x + cv * v, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(df.ddim_step(x, v, 99, -1), ac[99].sqrt() * x - (1 - ac[99]).sqrt() * v)
+
+
+def test_scheduler_is_network_agnostic():
+    """The DDIM loop that runs the DiT (and its key / value cache) lives in the world model, as in
+    diffusers: oasis/diffusion.py calls none of the DiT's cache methods."""
+    import inspect
+
+    import oasis.diffusion
+
+    source = inspect.getsource(oasis.diffusion)
+    assert not [m for m in ("context_kv", "prepare_steps", "forward_cached") if m in source]
+    assert not hasattr(DiffusionForcing, "sample_next")
 
 
 def test_sliding_window_keeps_max_frames():
@@ -65,7 +99,7 @@ def test_sliding_window_keeps_max_frames():
             seen.append(x.shape[1])
             return torch.zeros_like(x)
 
-    df.sample_next(Spy(), torch.randn(1, 20, 2, 2, 2), None, None, max_frames=6, use_cache=False)
+    sample_next(Spy(), df, torch.randn(1, 20, 2, 2, 2), None, None, max_frames=6, use_cache=False)
     assert seen == [6, 6]
 
 

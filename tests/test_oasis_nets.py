@@ -11,6 +11,7 @@ import torch
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
 from oasis.vae import AutoencoderKL
+from oasis.world_model import sample_next
 
 FIXTURE = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "oasis"
 
@@ -108,7 +109,7 @@ def test_cached_sampler_equals_uncached():
     for use_cache in (True, False):
         gen = torch.Generator().manual_seed(3)
         outs.append(
-            df.sample_next(dit, ctx, ctx_cond, cond, max_frames=8, use_cache=use_cache, generator=gen)
+            sample_next(dit, df, ctx, ctx_cond, cond, max_frames=8, use_cache=use_cache, generator=gen)
         )
     assert outs[0].shape == (2, 4, 4, 6)
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-5)
@@ -122,3 +123,11 @@ def test_fresh_dit_outputs_zero_and_shared_rotary():
     assert dit.blocks[1].t_attn.rotary_emb is dit.temporal_rotary_emb
     assert dit.blocks[0].s_attn.rotary_emb is dit.spatial_rotary_emb
     assert not any(p.requires_grad for n, p in dit.named_parameters() if n.endswith("freqs"))
+
+
+def test_modulate_is_dits_adaln():
+    """DiT models.py: modulate(x, shift, scale) = x * (1 + scale) + shift."""
+    from oasis.dit import modulate
+
+    x, shift, scale = torch.randn(2, 3, 4, 4, 8), torch.randn(2, 3, 1, 1, 8), torch.randn(2, 3, 1, 1, 8)
+    torch.testing.assert_close(modulate(x, shift, scale), x * (1 + scale) + shift)

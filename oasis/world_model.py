@@ -18,8 +18,6 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-from common.frames import to_signed, to_uint8
-from common.loader import load_world_model
 from common.world_model import Step, check_actions
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
@@ -77,9 +75,6 @@ def sample_next(
 
 class OasisWorldModel:
     policy = None  # no agent in these checkpoints (WorldModel.policy)
-    latent_actions = False  # the environment's actions (WorldModel.latent_actions)
-    infer_actions = None
-    vector_actions = True  # step() also takes float (B, num_actions) vectors: `action_vectors`
 
     def __init__(
         self,
@@ -99,12 +94,6 @@ class OasisWorldModel:
         self.use_cache = use_cache
         self.latents: Tensor | None = None  # (B, T, C, h, w), scaled
         self.conds: Tensor | None = None  # (B, T, A)
-        self.generator: torch.Generator | None = None  # the DDIM noise's (CPU); None: torch's global RNG
-
-    def seed(self, seed: int) -> None:
-        """The DDIM starting noise comes from a CPU generator seeded with `seed` from now on (the same
-        frames on any device; WorldModel.seed)."""
-        self.generator = torch.Generator().manual_seed(int(seed))
 
     @property
     def device(self) -> torch.device:
@@ -116,7 +105,7 @@ class OasisWorldModel:
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 (B, T, H, W, C) -> scaled latents (B, T, C, h, w) (posterior means)."""
         b = frames.shape[0]
-        x = to_signed(rearrange(frames.to(self.device), "b t h w c -> (b t) h w c"), channels_first=True)
+        x = rearrange(frames.to(self.device), "b t h w c -> (b t) c h w").float() / 127.5 - 1.0
         z = self.vae.encode(x).mean * self.scaling_factor
         return rearrange(z, "(b t) (h w) c -> b t c h w", b=b, h=self.vae.seq_h)
 
@@ -124,7 +113,7 @@ class OasisWorldModel:
     def decode(self, latents: Tensor) -> Tensor:
         """scaled latents (N, C, h, w) -> uint8 (N, H, W, C)."""
         x = self.vae.decode(rearrange(latents, "n c h w -> n (h w) c") / self.scaling_factor)
-        return to_uint8(x, channels_first=True)
+        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
     def action_vectors(self, actions: Tensor) -> Tensor:
         """long (...) indices -> one-hot (..., A); float (..., A) vectors pass through."""
@@ -159,9 +148,8 @@ class OasisWorldModel:
             raise RuntimeError("call reset(frames) before step()")
         cond = self.action_vectors(actions)
         z = sample_next(
-            self.dit, self.diffusion, self.latents, self.conds, cond, self.dit.max_frames, self.use_cache,
-            self.generator,
-        )  # fmt: skip
+            self.dit, self.diffusion, self.latents, self.conds, cond, self.dit.max_frames, self.use_cache
+        )
         keep = self.dit.max_frames - 1
         self.latents = torch.cat((self.latents, z[:, None]), dim=1)[:, -keep:]
         self.conds = torch.cat((self.conds, cond[:, None]), dim=1)[:, -keep:]
@@ -170,4 +158,9 @@ class OasisWorldModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> OasisWorldModel:
         """A `dit`-stage checkpoint (trained here or written by `python -m oasis.convert`)."""
-        return load_world_model(path, device, family="oasis")
+        from common.checkpoint import check_family
+        from oasis.module import OasisDiTModule
+
+        check_family(path, "oasis", "dit")
+        module = OasisDiTModule.load_from_checkpoint(path, map_location=device, weights_only=True)
+        return module.to(device).world_model()

@@ -6,7 +6,9 @@ A clip never crosses an episode boundary. Batches are dicts of
     rewards   float32 (B, T)
     terminals bool    (B, T)            transition t ended the episode
     seeds     long    (B,)              level / world seed of the clip's episode
-Train clips are drawn uniformly over every valid start position of every train episode; val/test
+Train clips are drawn uniformly over every valid start position of every train episode (or, with
+`event_weight` > 1, clips holding a nonzero reward or a terminal that many times as often:
+common/data/sampler.py); val/test
 clips are a fixed, evenly spread set of non-overlapping clips (deterministic). Each DataLoader worker
 opens its own HDF5 handles (ShardDataset reopens after a fork).
 """
@@ -24,7 +26,7 @@ from omegaconf import OmegaConf
 from torch.utils.data import DataLoader, Dataset
 
 from common.data.collect import collect
-from common.data.sampler import ClipSampler, ResumableLoader
+from common.data.sampler import ClipSampler, ResumableLoader, event_clip_weights
 from common.data.shards import MANIFEST, EpisodeRef, ShardDataset
 from common.data.splits import split_ranges
 from common.resume import ignore_preemption_signals
@@ -110,6 +112,7 @@ class VideoDataModule(L.LightningDataModule):
         eval_clip_length: int | None = None,
         eval_clips: int = 64,
         batch_size: int = 32,
+        event_weight: float = 1.0,
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         verify: bool = True,
@@ -199,9 +202,14 @@ class VideoDataModule(L.LightningDataModule):
         """Shuffled by (seed, epoch), split across DDP ranks, resumable mid-epoch (common/data/sampler.py)."""
         dataset = self._dataset("train")
         workers = self.hparams.num_workers
+        weights = None
+        if self.hparams.event_weight != 1:
+            steps = [self.shards.transitions(ep) for ep in dataset.episodes]
+            events = [(s["rewards"], s["terminals"]) for s in steps]
+            weights = event_clip_weights(events, dataset.length, float(self.hparams.event_weight))
         return ResumableLoader(
             dataset,
-            ClipSampler(dataset),
+            ClipSampler(dataset, weights=weights),
             batch_size=self.hparams.batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,

@@ -331,6 +331,11 @@ class ShardDataset:
             "terminals": small["terminals"][a:b],
         }
 
+    def transitions(self, ref: EpisodeRef) -> dict[str, np.ndarray]:
+        """An episode's actions, rewards and terminals (T,), without reading its frames."""
+        self._open(ref.shard)
+        return {k: v[ref.start : ref.start + ref.length] for k, v in self._small[ref.shard].items()}
+
     def close(self) -> None:
         for h in self._handles.values():
             h.close()

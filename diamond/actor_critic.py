@@ -189,3 +189,76 @@ class ActorCriticPolicy:
             return self.last_logits.argmax(-1)
         probs = self.last_logits.float().softmax(-1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
+
+# ------------------------------------------------------------------------------------------- training loss
+@torch.no_grad()
+def lambda_returns(rewards: Tensor, ends: Tensor, next_values: Tensor, gamma: float, lam: float) -> Tensor:
+    """λ-returns of a segment whose last step is cut by the horizon (bootstrapped from its next value).
+
+        G_t = r_t + γ (1 - d_t) [(1 - λ) V(s_{t+1}) + λ G_{t+1}]     for t < H - 1
+        G_{H-1} = r_{H-1} + γ (1 - d_{H-1}) V(s_H)
+
+    rewards, ends (1: the step ended the episode), next_values = V(s_{t+1}): float (B, H). Returns float
+    (B, H), no gradient. DIAMOND's `compute_lambda_returns` (src/models/actor_critic.py) with the
+    truncation at the segment's last step, where its imagination horizon equals its backup interval (15).
+    """
+    if not rewards.shape == ends.shape == next_values.shape or rewards.ndim != 2:
+        raise ValueError(
+            f"lambda_returns: rewards {tuple(rewards.shape)}, ends {tuple(ends.shape)} and next_values "
+            f"{tuple(next_values.shape)} must be the same (B, H)"
+        )
+    not_end = 1.0 - ends.float()
+    out = torch.empty_like(next_values, dtype=torch.float32)
+    later = next_values[:, -1].float()  # G_{t+1} stands in for V(s_H) at the last step: λ-mix of equals
+    for t in reversed(range(rewards.shape[1])):
+        mix = (1 - lam) * next_values[:, t].float() + lam * later
+        out[:, t] = rewards[:, t].float() + gamma * not_end[:, t] * mix
+        later = out[:, t]
+    return out
+
+
+def actor_critic_loss(
+    logits: Tensor,
+    actions: Tensor,
+    values: Tensor,
+    rewards: Tensor,
+    ends: Tensor,
+    next_values: Tensor,
+    valid: Tensor | None = None,
+    gamma: float = 0.985,
+    lam: float = 0.95,
+    weight_value: float = 1.0,
+    weight_entropy: float = 0.001,
+    sign_rewards: bool = True,
+) -> dict[str, Tensor]:
+    """DIAMOND's actor-critic objective on an imagined segment (DIAMOND §3 / App. C, `ActorCritic.forward`):
+
+        loss = mean_t[-log π(a_t | s_t) (G_t - V(s_t))]          REINFORCE with the value as baseline
+             + weight_value · mean_t[(V(s_t) - G_t)^2]            value regression on λ-returns
+             - weight_entropy · mean_t[H(π(· | s_t))]             entropy bonus
+
+    logits (B, H, A), actions long (B, H), values (B, H) with gradient; rewards, ends, next_values
+    (B, H) without (`lambda_returns`); valid bool (B, H): the step is inside its episode (False after an
+    imagined end), None for all. Rewards become their sign first (`sign_rewards`; DIAMOND clips them so).
+    Defaults are DIAMOND's config/trainer.yaml actor_critic_loss. Returns {loss, loss_actions,
+    loss_values, loss_entropy, entropy (bits), returns (mean G_t)}.
+    """
+    if sign_rewards:
+        rewards = rewards.sign()
+    returns = lambda_returns(rewards, ends, next_values.detach(), gamma, lam)
+    valid = torch.ones_like(actions, dtype=torch.bool) if valid is None else valid.bool()
+    n = valid.sum().clamp(min=1)
+    dist = torch.distributions.Categorical(logits=logits.float())
+    entropy = (dist.entropy() * valid).sum() / n
+    advantage = (returns - values).detach()
+    loss_actions = (-dist.log_prob(actions) * advantage * valid).sum() / n
+    loss_values = weight_value * ((values.float() - returns) ** 2 * valid).sum() / n
+    loss_entropy = -weight_entropy * entropy
+    return {
+        "loss": loss_actions + loss_values + loss_entropy,
+        "loss_actions": loss_actions.detach(),
+        "loss_values": loss_values.detach(),
+        "loss_entropy": loss_entropy.detach(),
+        "entropy": entropy.detach() / math.log(2),
+        "returns": ((returns * valid).sum() / n).detach(),
+    }

@@ -22,8 +22,7 @@ demo: install
 	$(BIN)/python train.py experiment=genie_coinrun_tiny logger=default
 
 test: install lint
-	$(BIN)/python -m pytest -q -n 2 --dist loadgroup -m "not memory_heavy"
-	$(BIN)/python -m pytest -q -p no:xdist -m memory_heavy
+	$(BIN)/python -m pytest -q -n 2 --dist loadgroup
 
 lint: install
 	$(BIN)/ruff check .

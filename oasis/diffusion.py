@@ -25,10 +25,11 @@ from torch import Tensor, nn
 
 
 def sigmoid_beta_schedule(timesteps: int, start: float = -3.0, end: float = 3.0, tau: float = 1.0) -> Tensor:
-    """Betas (timesteps,) float64 of the sigmoid schedule (Jabri et al. 2022), clipped to [0, 0.999]."""
-    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64) / timesteps
-    v_start = torch.tensor(start / tau, dtype=torch.float64).sigmoid()
-    v_end = torch.tensor(end / tau, dtype=torch.float64).sigmoid()
+    """Betas (timesteps,) float64 of the sigmoid schedule (Jabri et al. 2022), clipped to [0, 0.999]; on the
+    CPU, also where a model is built under another default device (the meta device: a schedule is data)."""
+    t = torch.linspace(0, timesteps, timesteps + 1, dtype=torch.float64, device="cpu") / timesteps
+    v_start = torch.tensor(start / tau, dtype=torch.float64, device="cpu").sigmoid()
+    v_end = torch.tensor(end / tau, dtype=torch.float64, device="cpu").sigmoid()
     alphas_cumprod = (-((t * (end - start) + start) / tau).sigmoid() + v_end) / (v_end - v_start)
     alphas_cumprod = alphas_cumprod / alphas_cumprod[0]
     betas = 1 - alphas_cumprod[1:] / alphas_cumprod[:-1]
@@ -125,7 +126,7 @@ class DiffusionForcing(nn.Module):
 
     def ddim_levels(self) -> Tensor:
         """(ddim_steps + 1,) long: -1, ..., timesteps - 1 (open-oasis' noise_range)."""
-        return torch.linspace(-1, self.timesteps - 1, self.ddim_steps + 1).long()
+        return torch.linspace(-1, self.timesteps - 1, self.ddim_steps + 1, device="cpu").long()
 
     def ddim_step(self, x: Tensor, v: Tensor, t: int, t_next: int) -> Tensor:
         """One deterministic DDIM step (Song et al. 2021, eq. 12 with sigma = 0) from level t to t_next.

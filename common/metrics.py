@@ -128,14 +128,6 @@ def rollout_metrics(
     return {f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item()}, generated
 
 
-def f1_score(pred: Tensor, target: Tensor, positive: int = 1) -> float:
-    """Binary F1 of integer predictions against integer targets for class `positive` (1.0 if both empty)."""
-    p, t = pred == positive, target == positive
-    tp = (p & t).sum().item()
-    denom = p.sum().item() + t.sum().item()
-    return 1.0 if denom == 0 else 2.0 * tp / denom
-
-
 def derangement(n: int, generator: torch.Generator) -> Tensor:
     """A seeded permutation of range(n) that moves every index when n > 1: long (n,), one n-cycle through
     a random order (perm[order[i]] = order[i + 1]); [0] for n = 1."""

@@ -130,8 +130,6 @@ def test_cli_errors_json_and_data_delegation(tmp_path, monkeypatch, capsys):
 
 
 def test_overrides_apply_where_the_key_exists():
-    if "oasis_crafter_tiny" not in bench.experiment_names():
-        pytest.skip("oasis_crafter_tiny has not landed")
     cfg = bench.compose_experiment(
         "oasis_crafter_tiny", ["model.dit.ddim_steps=3", "model.dynamics.maskgit_steps=8"]
     )

@@ -186,13 +186,12 @@ class VideoDataModule(L.LightningDataModule):
             raise ValueError(f"{self.path}: no {split} clips (data.splits.{split} = seeds [{lo}, {hi}))")
         return self.datasets[split]
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _eval_loader(self, split: str) -> DataLoader:
+        """The fixed val / test clips in order, every clip (the train loader is `train_dataloader`)."""
         workers = self.hparams.num_workers
         return DataLoader(
             self._dataset(split),
-            batch_size=self.hparams.batch_size if split == "train" else self.eval_batch_size,
-            shuffle=shuffle,
-            drop_last=shuffle,
+            batch_size=self.eval_batch_size,
             num_workers=workers,
             persistent_workers=workers > 0,
             worker_init_fn=_seed_worker,
@@ -217,10 +216,10 @@ class VideoDataModule(L.LightningDataModule):
         )
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
+        return self._eval_loader("test")
 
 
 def _seed_worker(worker_id: int) -> None:

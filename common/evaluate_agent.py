@@ -18,7 +18,12 @@ Imagination starts from the same episodes: the world model is reset on each real
 frames and then acts on generated frames for up to `horizon` steps, until the world model predicts an
 end, or for as many steps as the real episode had left. The imagined return sums the predicted rewards,
 which are reward signs (-1, 0, 1) for DIAMOND, so the real return over the very same steps is given in
-signs beside it. Writes JSON and prints a one-line summary.
+signs beside it. A uniformly random policy (`UniformPolicy`) plays the same seeds as the baseline
+(`random_baseline=false` skips it). Writes JSON and prints a one-line summary.
+
+`evaluate_policy` is the whole evaluation as one call, for any Policy, world model and env (the agent
+stage's test calls it): it returns the metrics to log (`test/return_mean`, `test/return_sem`, `test/hns`,
+`test/imagined_return_mean`, `test/random_return_mean`, `test/random_return_sem`, `test/return_diff_sem`).
 """
 
 from __future__ import annotations
@@ -158,6 +163,112 @@ def imagine(
     return results
 
 
+class UniformPolicy:
+    """A uniformly random Policy (common/world_model.py), the real-game baseline: actions from its own
+    generator seeded with `seed`, so a baseline is the same whenever it is run."""
+
+    def __init__(self, num_actions: int, seed: int = 0) -> None:
+        self.num_actions = num_actions
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def reset(self) -> None:
+        pass
+
+    def act(self, frames: torch.Tensor) -> torch.Tensor:
+        """frames uint8 (B, H, W, C) -> long (B,) uniform in [0, num_actions)."""
+        return torch.randint(self.num_actions, (frames.shape[0],), generator=self.generator)
+
+
+def evaluate_policy(
+    policy,
+    world_model,
+    env,
+    game: str | None,
+    episodes: int,
+    seed: int = 0,
+    epsilon: float = 0.0,
+    max_steps: int | None = None,
+    horizon: int | None = None,
+    batch: int = 8,
+    random_baseline: bool = True,
+    prefix: str = "test",
+) -> dict[str, Any]:
+    """A policy's return in the real game beside a uniformly random policy's, and in the world model.
+
+    policy: a Policy; world_model: a WorldModel predicting rewards (imagination from the same starts) or
+    None; env: a common.data.envs adapter built with the settings to test under (DIAMOND's:
+    common.hub.DIAMOND_ATARI_ENV, whose time limit is its episode limit), left open; game: the Atari name
+    of the human-normalised score (None, or a game outside common/atari_scores.csv: no score).
+    `episodes` real episodes on env seeds seed .. seed + episodes - 1 with `epsilon` (DIAMOND's test: 0),
+    then (`random_baseline`) the same episodes with UniformPolicy(seed).
+
+    Returns {"metrics", "real", "random", "imagination"}: metrics are floats to log, `{prefix}/`
+    return_mean, return_sem, hns, imagined_return_mean, imagined_real_return_mean (the real rewards' signs
+    over the imagined steps), random_return_mean, random_return_sem, return_diff_sem (sqrt(sem^2 +
+    random sem^2): the standard error of the difference of the two means, independent episodes),
+    return_minus_random_z and return_episodes; a value that is undefined (one episode: no standard
+    error) is left out, not logged as NaN. The others hold the per-episode values (JSON).
+    Raises ValueError (one line) when the policy's action count differs from the env's.
+    """
+    if policy.num_actions != env.num_actions:
+        raise ValueError(
+            f"the policy has {policy.num_actions} actions but the env has {env.num_actions}: "
+            f"evaluate in the game the policy was trained on"
+        )
+    context = 0 if world_model is None else world_model.context_length
+    start = time.perf_counter()
+    played = run_real_episodes(env, policy, episodes, seed, epsilon, max_steps, context)
+    real = summary([e.return_ for e in played], time.perf_counter() - start)
+    real.update(lengths=[e.length for e in played], truncated=[e.truncated for e in played])
+    p = f"{prefix}/"
+    metrics: dict[str, float] = {f"{p}return_mean": real["mean"], f"{p}return_episodes": float(episodes)}
+    if real["sem"] is not None:
+        metrics[f"{p}return_sem"] = real["sem"]
+    hns = None if game is None else human_normalized(game, real["mean"])
+    if hns is not None:
+        metrics[f"{p}hns"] = hns
+    rand = None
+    if random_baseline:
+        start = time.perf_counter()
+        baseline = run_real_episodes(
+            env, UniformPolicy(env.num_actions, seed), episodes, seed, 0.0, max_steps
+        )
+        rand = summary([e.return_ for e in baseline], time.perf_counter() - start)
+        metrics[f"{p}random_return_mean"] = rand["mean"]
+        if rand["sem"] is not None:
+            metrics[f"{p}random_return_sem"] = rand["sem"]
+        if real["sem"] is not None and rand["sem"] is not None:
+            diff_sem = math.hypot(real["sem"], rand["sem"])
+            metrics[f"{p}return_diff_sem"] = diff_sem
+            if diff_sem > 0:
+                metrics[f"{p}return_minus_random_z"] = (real["mean"] - rand["mean"]) / diff_sem
+    imag = None
+    if world_model is not None:
+        start = time.perf_counter()
+        got = [r for r in imagine(world_model, policy, played, horizon, batch) if r is not None]
+        if got:
+            imag = {
+                "horizon": horizon,
+                "reward_units": "the world model's predicted rewards; DIAMOND predicts reward signs (-1, 0, 1)",
+                "steps": [r["steps"] for r in got],
+                "returns": [r["return"] for r in got],
+                "ended": [r["ended"] for r in got],
+                "real_returns": [r["real_return"] for r in got],
+            }
+            imag["mean"], imag["sem"] = mean_sem(imag["returns"])
+            imag["real_mean"], imag["real_sem"] = mean_sem(imag["real_returns"])
+            imag["seconds"] = round(time.perf_counter() - start, 2)
+            metrics[f"{p}imagined_return_mean"] = imag["mean"]
+            metrics[f"{p}imagined_real_return_mean"] = imag["real_mean"]
+    return {"metrics": metrics, "real": real, "random": rand, "imagination": imag}
+
+
+def summary(returns: list[float], seconds: float) -> dict[str, Any]:
+    """{returns, mean, sem, seconds} of a list of episode returns."""
+    mean, sem = mean_sem(returns)
+    return {"returns": returns, "mean": mean, "sem": sem, "seconds": round(seconds, 2)}
+
+
 def mean_sem(values: list[float]) -> tuple[float, float | None]:
     """Mean and standard error of the mean (sample std / sqrt(n)); the error is None for one value."""
     x = np.asarray(values, dtype=np.float64)
@@ -232,22 +343,23 @@ def evaluate(cfg) -> dict:
     env, game, options = _environment(path, None if cfg.pretrained else cfg.game, wm.num_actions)
     label = str(cfg.pretrained or game)
     max_steps = None if cfg.max_steps is None else int(cfg.max_steps)
-
-    start = time.perf_counter()
-    episodes = run_real_episodes(
-        env, wm.policy, int(cfg.episodes), int(cfg.seed), float(cfg.epsilon), max_steps, wm.context_length
+    horizon = None if cfg.horizon is None else int(cfg.horizon)
+    got = evaluate_policy(
+        wm.policy,
+        wm if cfg.imagination else None,
+        env,
+        game,
+        int(cfg.episodes),
+        int(cfg.seed),
+        float(cfg.epsilon),
+        max_steps,
+        horizon,
+        int(cfg.batch),
+        random_baseline=bool(cfg.random_baseline),
     )
-    returns = [e.return_ for e in episodes]
-    mean, sem = mean_sem(returns)
+    real, rand, imag = got["real"], got["random"], got["imagination"]
+    mean, sem, returns = real["mean"], real["sem"], real["returns"]
     table = scores_table().get(game)
-    real: dict[str, Any] = {
-        "returns": returns,
-        "lengths": [e.length for e in episodes],
-        "truncated": [e.truncated for e in episodes],
-        "mean": mean,
-        "sem": sem,
-        "seconds": round(time.perf_counter() - start, 2),
-    }
     if table:
         scale = table["human"] - table["random"]
         real.update(
@@ -257,23 +369,6 @@ def evaluate(cfg) -> dict:
             human=table["human"],
             diamond_published=table["diamond"],
         )
-    imag = None
-    if cfg.imagination:
-        start = time.perf_counter()
-        horizon = None if cfg.horizon is None else int(cfg.horizon)
-        got = [r for r in imagine(wm, wm.policy, episodes, horizon, int(cfg.batch)) if r is not None]
-        if got:
-            imag = {
-                "horizon": horizon,
-                "reward_units": "the world model's predicted rewards; DIAMOND predicts reward signs (-1, 0, 1)",
-                "steps": [r["steps"] for r in got],
-                "returns": [r["return"] for r in got],
-                "ended": [r["ended"] for r in got],
-                "real_returns": [r["real_return"] for r in got],
-            }
-            imag["mean"], imag["sem"] = mean_sem(imag["returns"])
-            imag["real_mean"], imag["real_sem"] = mean_sem(imag["real_returns"])
-            imag["seconds"] = round(time.perf_counter() - start, 2)
     result = {
         "pretrained": cfg.pretrained,
         "checkpoint": str(path),
@@ -284,7 +379,9 @@ def evaluate(cfg) -> dict:
         "epsilon": float(cfg.epsilon),
         "max_steps": max_steps,
         "real": real,
+        "random_policy": rand,
         "imagination": imag,
+        "metrics": got["metrics"],
     }
     out = Path(str(cfg.out or f"evaluate_agent-{re.sub(r'[^A-Za-z0-9_.-]+', '-', label)}.json"))
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -293,6 +390,8 @@ def evaluate(cfg) -> dict:
     if table:
         line += f"; human-normalised {_fmt(real['human_normalized_mean'], real['human_normalized_sem'], 3)}"
     line += ")"
+    if rand:
+        line += f"; uniform random policy {_fmt(rand['mean'], rand['sem'])}"
     if imag:
         steps = f"≤{horizon}" if horizon is not None else "up to the real episode's"
         line += (

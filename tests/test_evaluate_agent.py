@@ -206,6 +206,12 @@ def test_cli_evaluates_the_fixture_agent_in_breakout(tmp_path, monkeypatch):
     imag = result["imagination"]
     assert len(imag["returns"]) == 2 and all(s <= 3 for s in imag["steps"])
     assert math.isfinite(imag["mean"])
+    rand, m = result["random_policy"], result["metrics"]
+    assert len(rand["returns"]) == 2 and m["test/random_return_mean"] == pytest.approx(
+        np.mean(rand["returns"])
+    )
+    assert m["test/return_mean"] == real["mean"] and m["test/imagined_return_mean"] == imag["mean"]
+    assert "uniform random policy" in lines[0]
 
 
 def compose(*overrides: str):
@@ -236,3 +242,65 @@ def test_bad_input_is_one_line(tmp_path, monkeypatch):
         with pytest.raises(ValueError, match=message) as e:
             evaluate(compose(*overrides))
         assert "\n" not in str(e.value)
+
+
+# ----------------------------------------------------------------------------- the agent stage's test
+class ActionEnv(FakeEnv):
+    """Episodes of 10 steps paying 1 for action 1 and 0 otherwise: policy 'always 1' returns 10, a uniform
+    policy over 3 actions 10/3 on average."""
+
+    def step(self, action: int) -> tuple[np.ndarray, float, bool]:
+        frame, _, _ = super().step(action)
+        return frame, float(action == 1), self.t >= 10
+
+
+def test_evaluate_policy_beside_a_random_policy_on_the_same_seeds():
+    from common.evaluate_agent import UniformPolicy, evaluate_policy
+
+    env, policy = ActionEnv(), FakePolicy()
+    result = evaluate_policy(
+        policy, FakeWorldModel(policy), env, "Breakout", episodes=6, seed=3, horizon=None
+    )
+    m = result["metrics"]
+    # the random baseline, replayed by hand: the same seeds, a uniform policy seeded with `seed`
+    rnd = UniformPolicy(3, seed=3)
+    expected = [
+        sum(int(rnd.act(torch.zeros(1, 4, 4, 3, dtype=torch.uint8))[0]) == 1 for _ in range(10))
+        for _ in range(6)
+    ]
+    rmean, rsem = float(np.mean(expected)), float(np.std(expected, ddof=1) / math.sqrt(6))
+    assert m["test/return_mean"] == 10.0 and m["test/return_sem"] == 0.0
+    assert m["test/random_return_mean"] == pytest.approx(rmean) and m[
+        "test/random_return_sem"
+    ] == pytest.approx(rsem)
+    assert m["test/return_diff_sem"] == pytest.approx(math.hypot(0.0, rsem))
+    assert m["test/return_minus_random_z"] == pytest.approx((10.0 - rmean) / rsem)
+    assert m["test/hns"] == pytest.approx((10.0 - 1.7) / (30.5 - 1.7))
+    assert m["test/imagined_return_mean"] == 4.0 and m["test/imagined_real_return_mean"] == 4.0
+    assert m["test/return_episodes"] == 6.0
+    assert result["real"]["returns"] == [10.0] * 6 and result["random"]["returns"] == expected
+    # DIAMOND's test settings: epsilon 0 (every action the policy's), episodes reset on seed + i
+    assert policy.resets >= 6 and set(env.actions[:60]) == {1}
+    assert all(isinstance(v, float) and math.isfinite(v) for v in m.values())
+
+
+def test_evaluate_policy_leaves_out_what_it_cannot_measure():
+    from common.evaluate_agent import evaluate_policy
+
+    policy = FakePolicy()
+    m = evaluate_policy(policy, None, ActionEnv(), "NotAnAtariGame", episodes=1, seed=0)["metrics"]
+    assert m["test/return_mean"] == 10.0 and "test/random_return_mean" in m
+    for key in (
+        "test/return_sem",
+        "test/random_return_sem",
+        "test/return_diff_sem",
+        "test/hns",
+        "test/imagined_return_mean",
+    ):
+        assert key not in m, key  # one episode: no standard error; no table row; no world model
+    m = evaluate_policy(policy, None, ActionEnv(), None, episodes=2, seed=0, random_baseline=False)["metrics"]
+    assert "test/random_return_mean" not in m and "test/return_diff_sem" not in m
+    with pytest.raises(ValueError, match="the policy has 3 actions but the env has 4"):
+        env = ActionEnv()
+        env.num_actions = 4
+        evaluate_policy(policy, None, env, None, episodes=1)

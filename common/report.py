@@ -73,8 +73,18 @@ def load_paper_figures(path: Path = PAPER_FIGURES) -> list[dict[str, str]]:
         return list(reader)
 
 
-def figures_for(figures: list[dict[str, str]], experiment: str, metric: str) -> list[dict[str, str]]:
-    return [f for f in figures if f["metric"] == metric and fnmatch.fnmatchcase(experiment, f["experiment"])]
+def figures_for(
+    figures: list[dict[str, str]], experiment: str, metric: str, dataset: str = ""
+) -> list[dict[str, str]]:
+    """The figures of `metric` whose `experiment` pattern matches, and whose optional `dataset` pattern
+    (a per-game figure: `atari_Breakout*`) matches `data.name`; an empty `dataset` matches any."""
+    return [
+        f
+        for f in figures
+        if f["metric"] == metric
+        and fnmatch.fnmatchcase(experiment, f["experiment"])
+        and fnmatch.fnmatchcase(dataset, f.get("dataset") or "*")
+    ]
 
 
 # ------------------------------------------------------------------------------------------- reading
@@ -152,7 +162,7 @@ def stage_sections(group: Group, finals: dict[str, Estimate]) -> list[str]:
 def paper_section(group: Group, finals: dict[str, Estimate], figures: list[dict[str, str]]) -> list[str]:
     rows = []
     for metric, e in finals.items():
-        for f in figures_for(figures, group.name, metric):
+        for f in figures_for(figures, group.name, metric, group.dataset):
             rows.append([
                 metric,
                 fmt_estimate(e),
@@ -165,7 +175,8 @@ def paper_section(group: Group, finals: dict[str, Estimate], figures: list[dict[
         lines += ["### Paper figures", ""]
         lines += table(["metric", "ours", "paper figure", "source", "comparable"], rows)
     other = sorted(
-        {f["metric"] for f in figures if fnmatch.fnmatchcase(group.name, f["experiment"])} - set(finals)
+        {f["metric"] for f in figures if figures_for([f], group.name, f["metric"], group.dataset)}
+        - set(finals)
     )
     if other:
         lines += [f"Paper figures for metrics these runs do not report: {', '.join(other)}.", ""]

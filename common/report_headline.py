@@ -3,7 +3,9 @@
 Rows (each only where some seed logged it): next-frame PSNR and SSIM beside copy-last and their
 difference, rollout PSNR at k in HEADLINE_K beside copy-last, reconstruction PSNR, ΔtPSNR with its
 interval, reward / end F1 with their event counts ("no events" where the split has none: F1 is then
-undefined and not logged), agent return beside a random policy's, wall time, training CPU (GPU) minutes,
+undefined and not logged), agent return beside a random policy's (one seed: the difference in standard
+errors over episodes, and the human-normalised score), the imagined return beside the real rewards' signs
+over the same steps, wall time, training CPU (GPU) minutes,
 steps per stage and parameters. Values are mean ± std over the seeds that have them (common/report_stats.py);
 differences are taken per seed, then averaged. Verdicts read intervals, never point values.
 """
@@ -149,6 +151,30 @@ def return_row(group: Group) -> Row | None:
         iv = interval(d)
         row.difference = fmt_estimate(d, sign=True) + (f" {iv}" if iv else "")
         row.verdict = beats_baseline(iv, "a random policy")
+        diff_sem = estimate(group, "test/return_diff_sem")
+        if iv is None and ret.n == 1 and diff_sem is not None and diff_sem.mean > 0:
+            # one seed: the episodes' standard error of the difference, sqrt(sem^2 + random sem^2)
+            z = d.mean / diff_sem.mean
+            row.difference += f" = {z:+.1f} s.e. of the difference"
+            row.verdict = (
+                f"{'beats' if z >= 3 else 'does not beat'} a random policy by >= 3 s.e. over episodes"
+            )
+    hns = estimate(group, "test/hns")
+    if hns is not None:
+        row.verdict = "; ".join(v for v in (row.verdict, f"human-normalised {fmt_estimate(hns)}") if v)
+    return row
+
+
+def imagined_row(group: Group) -> Row | None:
+    """The agent's return in the world model from the real episodes' starts (predicted reward signs) beside
+    the real rewards' signs over the same steps: the gap between dream and reality."""
+    imag = estimate(group, "test/imagined_return_mean")
+    if imag is None:
+        return None
+    row = Row("imagined return (reward signs)", fmt_estimate(imag), n=_n(imag, group))
+    real = estimate(group, "test/imagined_real_return_mean")
+    if real is not None:
+        row.baseline = f"real, same steps {fmt_estimate(real)}"
     return row
 
 
@@ -239,6 +265,7 @@ def headline_rows(group: Group) -> list[Row]:
         rows.append(Row(f"ΔtPSNR t={t} (dB)", fmt_estimate(e, sign=True), "random actions",
                         str(iv) if iv else "no interval", _n(e, group), responds_to_actions(iv)))  # fmt: skip
     rows += [event_row(group, "reward F1", "reward"), event_row(group, "end F1", "end"), return_row(group)]
+    rows.append(imagined_row(group))
     rows += time_rows(group)
     return [r for r in rows if r is not None]
 
@@ -246,7 +273,8 @@ def headline_rows(group: Group) -> list[Row]:
 HEADLINE_KEYS = re.compile(
     r"^test/(psnr_next|psnr_copy_last|ssim_next|ssim_copy_last|psnr_recon|delta_psnr_t\d+"
     r"|rollout_(psnr|copy_last)_k(" + "|".join(map(str, HEADLINE_K)) + r")|.*_minus_copy_last"
-    r"|(reward|end)_(f1|events|predicted)|return_mean|return_sem|random_return_mean)$"
+    r"|(reward|end)_(f1|events|predicted)|return_mean|return_sem|random_return_mean|return_diff_sem|hns"
+    r"|imagined_return_mean|imagined_real_return_mean)$"
     r"|^time/|^params/"
 )
 

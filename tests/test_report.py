@@ -514,3 +514,25 @@ def test_paper_figures_file_is_well_formed():
         assert row["why"] and row["citation"] and row["source"], row
     papers = {r["paper"] for r in rows}
     assert {"Genie", "GenieRedux", "DIAMOND", "GameNGen"} <= papers
+
+
+def test_agent_return_beside_random_and_the_papers_figure_for_its_game(tmp_path):
+    """One seed: the return row gives the difference in standard errors over episodes (the #21 target
+    compares by >= 3); the paper section shows DIAMOND's figure for the run's game and no other game's."""
+    root = tmp_path / "a"
+    final = {"test/return_mean": 10.0, "test/return_sem": 1.0, "test/random_return_mean": 2.0,
+             "test/random_return_sem": 2.0, "test/return_diff_sem": 5**0.5, "test/hns": 0.05,
+             "test/imagined_return_mean": 3.5, "test/imagined_real_return_mean": 2.5}  # fmt: skip
+    make_run(
+        root, 0, name="diamond_boxing_agent_tiny", dataset="atari_Boxing_tiny", stages=DIAMOND, final=final
+    )
+    report = write_report([root], tmp_path / "out")[0].read_text()
+    ret = row_of(report, "agent return")
+    assert ret[1] == "10 ± 1 (s.e. over episodes)" and ret[2] == "random policy 2"
+    assert ret[3] == "+8 = +3.6 s.e. of the difference"
+    assert ret[5] == "beats a random policy by >= 3 s.e. over episodes; human-normalised 0.05"
+    imag = row_of(report, "imagined return (reward signs)")
+    assert imag[1] == "3.5" and imag[2] == "real, same steps 2.5"
+    papers = rows_of(section(report, "### Paper figures"), "test/return_mean")
+    assert len(papers) == 1 and papers[0][2].startswith("86.9 (Atari 100k Boxing")
+    assert not rows_of(report, "test/hns") and not rows_of(report, "test/return_diff_sem")  # in the headline

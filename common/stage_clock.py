@@ -10,7 +10,11 @@ dataset nor testing counts:
 - `time/<stage>_gpu_s`: wall seconds × devices, only when training ran on CUDA;
 - `time/<stage>_steps`: optimizer steps (`trainer.global_step`) at the end of fit;
 - `params/<stage>`, `params/<stage>_trainable`: parameters of the stage's module (frozen earlier stages it
-  holds included) and those that train.
+  holds included) and those that train;
+- `play/ms_per_frame`: at the end of testing a stage that offers a world model (`world_model()`), the median
+  ms of one generated frame at batch 1 on one thread, as `play.py` runs by default (common.bench
+  `time_world_model`: 2 warm-up frames, then 10 timed, random actions), so a run records what playing it
+  costs beside what training it did. Timed on whatever else the machine runs: the report shows it as is.
 
 The seconds so far ride in every checkpoint (the callback's state), and a resumed fit adds to them: a
 stage stopped and resumed reports the time it took to reach its final weights plus the steps redone
@@ -43,6 +47,7 @@ class StageClock(Callback):
         self._end: dict[str, Any] | None = None
         self.processes = 1
         self.gpus = 0
+        self.play_ms: float | None = None
 
     @property
     def state_key(self) -> str:
@@ -79,12 +84,18 @@ class StageClock(Callback):
     def load_state_dict(self, state_dict: dict[str, float]) -> None:
         self.before = {k: float(state_dict.get(k, 0.0)) for k in ("wall_s", "cpu_s")}
 
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.is_global_zero and hasattr(pl_module, "world_model") and not trainer.fast_dev_run:
+            self.play_ms = play_ms_per_frame(pl_module)
+
     def metrics(self) -> dict[str, float]:
-        """The metrics of the module docstring after fit ended ({} when it has not)."""
+        """The metrics of the module docstring (the time/ and params/ ones once fit ended)."""
+        play = {"play/ms_per_frame": self.play_ms} if self.play_ms is not None else {}
         if self._end is None:
-            return {}
+            return play
         s, e = self.stage, self._end
         out = {
+            **play,
             f"time/{s}_wall_s": e["wall_s"],
             f"time/{s}_cpu_s": e["cpu_s"],
             f"time/{s}_steps": float(e["steps"]),
@@ -94,3 +105,25 @@ class StageClock(Callback):
         if self.gpus:
             out[f"time/{s}_gpu_s"] = e["wall_s"] * self.gpus
         return out
+
+
+def play_ms_per_frame(module: L.LightningModule, frames: int = 10, warmup: int = 2) -> float:
+    """Median ms of one frame of `module.world_model()` at batch 1 on one torch thread (play's default);
+    the module's train/eval mode and the thread count are restored."""
+    import statistics
+
+    import torch
+
+    from common.bench import time_world_model
+
+    was_training, threads = module.training, torch.get_num_threads()
+    module.eval()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            world_model = module.world_model()
+            times = time_world_model(world_model, frames, warmup, context=world_model.context_length)
+    finally:
+        torch.set_num_threads(threads)
+        module.train(was_training)
+    return statistics.median(times)

@@ -75,3 +75,42 @@ def test_training_totals_sum_stages_and_derived_differences():
         "time/train_wall_s": 180.0,
         "time/train_cpu_s": 200.0,
     }
+
+
+class SlowWorldModel:
+    """A world model whose every frame takes STEP_S of wall time (the protocol of common/world_model.py)."""
+
+    context_length, frame_shape, num_actions, policy = 2, (4, 4, 3), 3, None
+    STEP_S = 0.01
+
+    def reset(self, frames, actions=None):
+        self.threads = torch.get_num_threads()
+
+    def step(self, action):
+        time.sleep(self.STEP_S)
+        return type("Step", (), {"frames": torch.zeros(1, *self.frame_shape, dtype=torch.uint8)})()
+
+
+class Playable(Sleepy):
+    def world_model(self):
+        self.made = SlowWorldModel()
+        return self.made
+
+    def test_step(self, batch, _):
+        return None
+
+
+def test_a_stage_with_a_world_model_records_what_a_played_frame_costs(tmp_path):
+    clock = StageClock("world_model")
+    trainer = L.Trainer(logger=False, callbacks=[clock], enable_progress_bar=False, enable_model_summary=False,
+                        default_root_dir=tmp_path)  # fmt: skip
+    module, threads = Playable(), torch.get_num_threads()
+    trainer.test(
+        module, dataloaders=DataLoader(TensorDataset(torch.randn(2, 4)), batch_size=2), verbose=False
+    )
+    ms = clock.metrics()["play/ms_per_frame"]
+    assert SlowWorldModel.STEP_S * 1000 <= ms < 10 * SlowWorldModel.STEP_S * 1000
+    assert (
+        module.made.threads == 1 and torch.get_num_threads() == threads
+    )  # timed as play runs, then restored
+    assert "play/ms_per_frame" not in fit(tmp_path, 1)[0].metrics()  # no world model: nothing timed

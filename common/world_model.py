@@ -1,25 +1,21 @@
-"""The WorldModel interface every family implements (DESIGN.md), and loading one by checkpoint.
+"""The WorldModel interface every family implements (DESIGN.md).
 
-Play, evaluation and benchmarks only talk to this interface, so they never import a family directly.
-Frames are uint8 (B, H, W, C) / (B, T, H, W, C); actions are long (B,) / (B, T).
+Play, evaluation and benchmarks only talk to this interface, so they never import a family directly, and
+never ask which family they hold: what a family offers beyond reset/step is declared here
+(`latent_actions` and `infer_actions`, `vector_actions`, `policy`, `seed`). Frames are uint8
+(B, H, W, C) / (B, T, H, W, C); actions are long (B,) / (B, T). A checkpoint becomes a WorldModel through
+`common.loader.load_world_model(path)` (or a family's `from_checkpoint`, the same loader).
 """
 
 from __future__ import annotations
 
-import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
-
-# family name (as stored in every checkpoint) -> "module:Class" of its WorldModel
-FAMILIES: dict[str, str] = {
-    "genie": "genie.world_model:GenieWorldModel",
-    "diamond": "diamond.world_model:DiamondWorldModel",
-    "oasis": "oasis.world_model:OasisWorldModel",
-}
 
 
 @dataclass
@@ -50,6 +46,12 @@ class WorldModel(Protocol):
     frame_shape: tuple[int, int, int]  # H, W, C
     context_length: int  # frames needed by reset()
     policy: Policy | None  # the checkpoint's agent, None when it carries none; reset() resets it
+    # True: actions are the model's own latent actions (Genie), which `infer_actions` reads from real
+    # frames; False: the environment's actions, and `infer_actions` is None
+    latent_actions: bool
+    # True: step() / reset() also take float (B, num_actions) action vectors (multi-hot, or open-oasis'
+    # 25-d Minecraft vectors with camera entries) besides long indices
+    vector_actions: bool
 
     def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
         """frames: uint8 (B, T, H, W, C) real context; actions: long (B, T) taken at those frames, or None."""
@@ -57,8 +59,33 @@ class WorldModel(Protocol):
     def step(self, actions: Tensor) -> Step:
         """actions: long (B,) -> the next frame (and reward / done where the family predicts them)."""
 
+    def seed(self, seed: int) -> None:
+        """Every random draw of step() from now on comes from a torch.Generator seeded with `seed`, so the
+        same seed, context and actions give the same frames (and rewards / ends)."""
+
+    # latent_actions only: uint8 (B, T, H, W, C) real frames -> long (B, T - 1), the latent action from
+    # frame t to t + 1; None for a model of environment actions
+    infer_actions: Callable[[Tensor], Tensor] | None
+
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> WorldModel: ...
+    def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> WorldModel:
+        """common.loader.load_world_model, failing unless the checkpoint is of this class's family."""
+
+
+@runtime_checkable
+class PlaysWorldModel(Protocol):
+    """A LightningModule whose stage plays (Genie dynamics, DIAMOND, Oasis dit): its current weights as a
+    WorldModel (shared, not copied). Evaluation callbacks roll it out."""
+
+    def world_model(self) -> WorldModel: ...
+
+
+@runtime_checkable
+class Reconstructs(Protocol):
+    """A LightningModule of a reconstruction stage (Genie tokenizer, Oasis vae)."""
+
+    def reconstruct(self, frames: Tensor) -> Tensor:
+        """uint8 (B, T, H, W, C) -> its reconstruction, uint8 (B, T, H, W, C)."""
 
 
 def check_actions(actions: Tensor, num_actions: int) -> Tensor:
@@ -73,12 +100,7 @@ def check_actions(actions: Tensor, num_actions: int) -> Tensor:
 
 
 def load_world_model(path: str | Path, device: str = "cpu") -> WorldModel:
-    """Open any worldplay checkpoint: the family is read from the file, then its WorldModel loads it."""
-    from common.checkpoint import read_meta
+    """Open any worldplay checkpoint (common.loader: one memory-mapped read, the family from the file)."""
+    from common.loader import load_world_model as load
 
-    family = read_meta(path)["family"]
-    if family not in FAMILIES:
-        raise ValueError(f"{path}: unknown family {family!r} (known: {', '.join(FAMILIES)})")
-    module_name, cls_name = FAMILIES[family].split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls.from_checkpoint(path, device=device)
+    return load(path, device)

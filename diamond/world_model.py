@@ -14,9 +14,8 @@ from pathlib import Path
 
 import torch
 from torch import Tensor
-from torch.distributions import Categorical
 
-from common.checkpoint import check_family
+from common.loader import load_world_model
 from common.world_model import Policy, Step, check_actions
 from diamond.denoiser import Denoiser
 from diamond.module import frames_from_model, frames_to_model
@@ -25,6 +24,10 @@ from diamond.sampler import DiffusionSampler
 
 
 class DiamondWorldModel:
+    latent_actions = False  # the environment's actions (WorldModel.latent_actions)
+    infer_actions = None
+    vector_actions = False
+
     def __init__(
         self,
         denoiser: Denoiser,
@@ -50,6 +53,15 @@ class DiamondWorldModel:
     @property
     def device(self) -> torch.device:
         return self.denoiser.inner_model.noise_emb.weight.device
+
+    def seed(self, seed: int) -> None:
+        """The sampler's noise and the reward / end draws come from a generator on the model's device
+        seeded with `seed` from now on (WorldModel.seed)."""
+        self.generator = torch.Generator(device=self.device).manual_seed(int(seed))
+
+    def _sample(self, logits: Tensor) -> Tensor:
+        """One class per row of logits (B, K) -> long (B,), drawn from `generator` (Categorical's draw)."""
+        return torch.multinomial(logits.softmax(-1), 1, True, generator=self.generator)[:, 0]
 
     @torch.no_grad()
     def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
@@ -86,17 +98,13 @@ class DiamondWorldModel:
         logits_rew, logits_end, self.state = self.rew_end_model(
             self.obs[:, -1:], self.act[:, -1:], next_obs.unsqueeze(1), self.state
         )
-        reward = Categorical(logits=logits_rew[:, 0]).sample().float() - 1.0
-        done = Categorical(logits=logits_end[:, 0]).sample().bool()
+        reward = self._sample(logits_rew[:, 0]).float() - 1.0
+        done = self._sample(logits_end[:, 0]).bool()
         self.obs = torch.cat((self.obs[:, 1:], next_obs.unsqueeze(1)), dim=1)
         self.act = torch.cat((self.act[:, 1:], torch.zeros_like(self.act[:, :1])), dim=1)
         return Step(frames=frames_from_model(next_obs), reward=reward, done=done)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> DiamondWorldModel:
-        from diamond.module import DiamondModule
-
-        check_family(path, "diamond")
-        module = DiamondModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-        module.eval()
-        return module.world_model()
+        """A DIAMOND checkpoint (trained here or written by `python -m diamond.convert`)."""
+        return load_world_model(path, device, family="diamond")

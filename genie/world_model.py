@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from common.loader import load_world_model
 from common.world_model import Step, check_actions
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
@@ -26,6 +27,8 @@ from genie.tokenizer import VideoTokenizer
 
 class GenieWorldModel:
     policy = None  # no agent in these checkpoints (WorldModel.policy)
+    latent_actions = True  # actions are the LAM's latent actions; infer_actions reads them from frames
+    vector_actions = False
 
     def __init__(
         self,
@@ -47,8 +50,12 @@ class GenieWorldModel:
         self.device = next(dynamics.parameters()).device
         self.generator = torch.Generator(device=self.device)
         if seed is not None:
-            self.generator.manual_seed(seed)
+            self.seed(seed)
         self.tokens: Tensor | None = None
+
+    def seed(self, seed: int) -> None:
+        """MaskGIT's sampling draws from a generator seeded with `seed` from now on (WorldModel.seed)."""
+        self.generator.manual_seed(int(seed))
 
     @torch.inference_mode()
     def reset(self, frames: Tensor, actions: Tensor | None = None) -> None:
@@ -116,9 +123,4 @@ class GenieWorldModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> GenieWorldModel:
         """A dynamics-stage checkpoint (self-contained: it holds the tokenizer too) -> GenieWorldModel."""
-        from common.checkpoint import check_family
-        from genie.module import GenieDynamicsModule
-
-        check_family(path, "genie", "dynamics")
-        module = GenieDynamicsModule.load_from_checkpoint(str(path), map_location=device, weights_only=True)
-        return module.world_model()
+        return load_world_model(path, device, family="genie")

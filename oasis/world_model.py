@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from common.loader import load_world_model
 from common.world_model import Step, check_actions
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
@@ -75,6 +76,9 @@ def sample_next(
 
 class OasisWorldModel:
     policy = None  # no agent in these checkpoints (WorldModel.policy)
+    latent_actions = False  # the environment's actions (WorldModel.latent_actions)
+    infer_actions = None
+    vector_actions = True  # step() also takes float (B, num_actions) vectors: `action_vectors`
 
     def __init__(
         self,
@@ -94,6 +98,12 @@ class OasisWorldModel:
         self.use_cache = use_cache
         self.latents: Tensor | None = None  # (B, T, C, h, w), scaled
         self.conds: Tensor | None = None  # (B, T, A)
+        self.generator: torch.Generator | None = None  # the DDIM noise's (CPU); None: torch's global RNG
+
+    def seed(self, seed: int) -> None:
+        """The DDIM starting noise comes from a CPU generator seeded with `seed` from now on (the same
+        frames on any device; WorldModel.seed)."""
+        self.generator = torch.Generator().manual_seed(int(seed))
 
     @property
     def device(self) -> torch.device:
@@ -148,8 +158,9 @@ class OasisWorldModel:
             raise RuntimeError("call reset(frames) before step()")
         cond = self.action_vectors(actions)
         z = sample_next(
-            self.dit, self.diffusion, self.latents, self.conds, cond, self.dit.max_frames, self.use_cache
-        )
+            self.dit, self.diffusion, self.latents, self.conds, cond, self.dit.max_frames, self.use_cache,
+            self.generator,
+        )  # fmt: skip
         keep = self.dit.max_frames - 1
         self.latents = torch.cat((self.latents, z[:, None]), dim=1)[:, -keep:]
         self.conds = torch.cat((self.conds, cond[:, None]), dim=1)[:, -keep:]
@@ -158,9 +169,4 @@ class OasisWorldModel:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> OasisWorldModel:
         """A `dit`-stage checkpoint (trained here or written by `python -m oasis.convert`)."""
-        from common.checkpoint import check_family
-        from oasis.module import OasisDiTModule
-
-        check_family(path, "oasis", "dit")
-        module = OasisDiTModule.load_from_checkpoint(path, map_location=device, weights_only=True)
-        return module.to(device).world_model()
+        return load_world_model(path, device, family="oasis")

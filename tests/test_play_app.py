@@ -11,8 +11,9 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from common import world_model as wm_registry
+from common import loader
 from common.video import read_video
+from tests.test_play_fakes import FAKE_FAMILY, fake_checkpoint_content
 
 ROOT = Path(__file__).resolve().parents[1]
 SPLITS = {"train": [0, 2], "test": [2, 4]}
@@ -36,12 +37,11 @@ def dataset(tmp_path_factory):
 
 @pytest.fixture
 def checkpoint(dataset, tmp_path, monkeypatch):
-    monkeypatch.setitem(wm_registry.FAMILIES, "playfake", "tests.test_play_fakes:FakeWorldModel")
+    monkeypatch.setitem(loader.FAMILIES, "playfake", FAKE_FAMILY)
     path = tmp_path / "fake.ckpt"
     hp = {"source": "procgen", "game": "coinrun", "name": "coinrun_tiny", "root": str(dataset), "episodes": 4}
     hp |= {"seed_start": 0, "splits": SPLITS, "env": {"distribution_mode": "hard"}, "num_actions": 15}
-    ckpt = {"worldplay": {"family": "playfake", "stage": "x"}, "datamodule_hyper_parameters": hp}
-    ckpt["fake"] = {"num_actions": 15, "context_length": 4}
+    ckpt = fake_checkpoint_content(num_actions=15, context_length=4, datamodule_hyper_parameters=hp)
     torch.save(ckpt, path)
     return path
 

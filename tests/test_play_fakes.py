@@ -3,10 +3,12 @@
 The fake dynamics roll the frame by the action's number of pixels; the fake env does the same, so a
 model driven with the env's actions reproduces it exactly. Reward 1 on action 1; done after `episode` steps.
 `FakeWorldModel(agent=True)` carries a `FakeAgent` as its policy (WorldModel.policy), else None.
+`FakeModule` is the fake family's LightningModule, what a `playfake` checkpoint loads into.
 """
 
 from __future__ import annotations
 
+import lightning as L
 import numpy as np
 import torch
 
@@ -50,6 +52,8 @@ class FakeAgent:
 
 
 class FakeWorldModel:
+    latent_actions, infer_actions, vector_actions = False, None, False
+
     def __init__(
         self, num_actions: int = 4, context_length: int = 4, episode: int = 50, reward: bool = True,
         agent: bool = False,
@@ -82,11 +86,37 @@ class FakeWorldModel:
         done = torch.full_like(actions, self.t >= self.episode, dtype=torch.bool)
         return Step(self.last.clone(), reward, done)
 
-    @classmethod
-    def from_checkpoint(cls, path, device="cpu"):
-        ckpt = torch.load(path, weights_only=True)
-        fake = ckpt["fake"]
-        return cls(fake["num_actions"], fake["context_length"], agent=bool(fake.get("agent", False)))
+    def seed(self, seed: int) -> None:
+        self.seeded = seed  # the fake dynamics draw nothing
+
+
+class FakeModule(L.LightningModule):
+    """The fake family's playing stage, as common.loader builds it from a checkpoint (`FAKE_FAMILY`):
+    hyperparameters in, `world_model()` out."""
+
+    def __init__(self, num_actions: int = 4, context_length: int = 4, agent: bool = False):
+        super().__init__()
+        self.save_hyperparameters()
+
+    def world_model(self) -> FakeWorldModel:
+        h = self.hparams
+        return FakeWorldModel(h.num_actions, h.context_length, agent=h.agent)
+
+
+FAKE_FAMILY = ("x", "tests.test_play_fakes:FakeModule")  # common.loader.FAMILIES["playfake"]
+
+
+def fake_checkpoint_content(
+    num_actions: int = 4, context_length: int = 4, agent: bool = False, **extra
+) -> dict:
+    """The content of a `playfake` checkpoint (register FAKE_FAMILY in common.loader.FAMILIES first)."""
+    hp = {"num_actions": num_actions, "context_length": context_length, "agent": agent}
+    return {
+        "worldplay": {"family": "playfake", "stage": "x"},
+        "hyper_parameters": hp,
+        "state_dict": {},
+        **extra,
+    }
 
 
 class FakeEnv:

@@ -190,15 +190,13 @@ def test_record_any_family_from_png(tmp_path, monkeypatch):
     """context=file is family-agnostic: a fake discrete-action model with no dataset, numbered keys."""
     import torch
 
-    from common import world_model as registry
+    from common import loader
     from common.play.app import run
+    from tests.test_play_fakes import FAKE_FAMILY, fake_checkpoint_content
 
-    monkeypatch.setitem(registry.FAMILIES, "playfake", "tests.test_play_fakes:FakeWorldModel")
+    monkeypatch.setitem(loader.FAMILIES, "playfake", FAKE_FAMILY)
     ckpt = tmp_path / "fake.ckpt"
-    torch.save(
-        {"worldplay": {"family": "playfake", "stage": "x"}, "fake": {"num_actions": 5, "context_length": 2}},
-        ckpt,
-    )
+    torch.save(fake_checkpoint_content(num_actions=5, context_length=2), ckpt)
     out = tmp_path / "fake.gif"
     run(play_cfg(f"checkpoint={ckpt}", f"context=file:{image(tmp_path)}", f"record={out}", "steps=4"))
     assert read_video(out).shape == (4, 64, 64, 3)

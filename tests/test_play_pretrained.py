@@ -17,11 +17,19 @@ import pytest
 import torch
 from hydra import compose, initialize_config_dir
 
-from common import world_model as wm_registry
+from common import loader
 from common.video import read_video
 from tests.conftest import FIXTURES, ROOT
 from tests.test_hub import serving_fixtures
-from tests.test_play_fakes import BREAKOUT, FakeAgent, FakeEnv, FakeWorldModel, fake_context
+from tests.test_play_fakes import (
+    BREAKOUT,
+    FAKE_FAMILY,
+    FakeAgent,
+    FakeEnv,
+    FakeWorldModel,
+    fake_checkpoint_content,
+    fake_context,
+)  # fmt: skip
 
 pygame = pytest.importorskip("pygame")
 needs_fixtures = pytest.mark.skipif(not FIXTURES.is_dir(), reason=f"fixture folder {FIXTURES} is absent")
@@ -185,14 +193,15 @@ def test_cli_pretrained_headless_and_bad_names(hub, tmp_path):
 @pytest.fixture
 def fake_checkpoint(tmp_path, monkeypatch):
     """A checkpoint of the fake family that names Breakout as its env (no dataset): agent on request."""
-    monkeypatch.setitem(wm_registry.FAMILIES, "playfake", "tests.test_play_fakes:FakeWorldModel")
+    monkeypatch.setitem(loader.FAMILIES, "playfake", FAKE_FAMILY)
     monkeypatch.setattr("common.play.app.make_real_env", lambda info: FakeEnv())
 
     def make(agent: bool):
         path = tmp_path / f"fake-{agent}.ckpt"
         hp = {"source": "atari", "game": "Breakout", "env": {}, "num_actions": 4}
-        ckpt = {"worldplay": {"family": "playfake", "stage": "x"}, "datamodule_hyper_parameters": hp}
-        ckpt["fake"] = {"num_actions": 4, "context_length": 4, "agent": agent}
+        ckpt = fake_checkpoint_content(
+            num_actions=4, context_length=4, agent=agent, datamodule_hyper_parameters=hp
+        )
         torch.save(ckpt, path)
         return path
 

@@ -7,9 +7,12 @@ action names) from the datamodule hyperparameters the checkpoint holds. Contexts
 dataset episode when the checkpoint names a dataset, else from the real env it names with the options
 stored with it (converted DIAMOND weights: DIAMOND's Atari preprocessing, common/hub.py
 DIAMOND_ATARI_ENV); `context=file:PATH` starts from an image or a video instead (no real env unless
-source=/game= name one). An Oasis model with 25 actions and no action names (converted open-oasis
-weights) takes Minecraft action vectors: the Minecraft keymap. The checkpoint's agent
-(`WorldModel.policy`) plays on `m` in the window and with `policy=agent` headless.
+source=/game= name one). What the model offers is read from the WorldModel interface, never from its
+family's name: latent actions (`latent_actions`, Genie) get a latent keymap and `policy=dataset` plays
+the latent actions `infer_actions` reads from the episode; a model of action vectors (`vector_actions`)
+with 25 actions and no action names (converted open-oasis weights) takes Minecraft action vectors: the
+Minecraft keymap. The checkpoint's agent (`WorldModel.policy`) plays on `m` in the window and with
+`policy=agent` headless.
 A window needs a display; `record=` runs headless on SDL's dummy driver.
 """
 
@@ -22,7 +25,6 @@ import numpy as np
 import torch
 
 from common.action_nmi import latent_legend
-from common.checkpoint import META_KEY, read_checkpoint
 from common.play.context import (
     DatasetContext,
     DatasetInfo,
@@ -50,19 +52,17 @@ def checkpoint_path(cfg) -> str:
 
 
 def load(checkpoint: str, device: str) -> tuple[Any, dict, str]:
-    """-> (world model, checkpoint dict, family). One-line errors for a missing / foreign checkpoint."""
-    from common.world_model import load_world_model
+    """-> (world model, checkpoint dict, family), the file read once (common.loader). One-line errors for a
+    missing / foreign checkpoint."""
+    from common.loader import load as load_checkpoint
 
     if not checkpoint:
         raise ValueError(
             "checkpoint=PATH or pretrained=NAME is required (e.g. <run_dir>/checkpoints/<stage>/last.ckpt, "
             "or pretrained=diamond/Breakout; `python -m common.hub list` names the pretrained models)"
         )
-    ckpt = read_checkpoint(checkpoint)
-    meta = ckpt.get(META_KEY) if isinstance(ckpt, dict) else None
-    if not meta:
-        raise ValueError(f"{checkpoint}: not a worldplay checkpoint (no '{META_KEY}' metadata)")
-    return load_world_model(checkpoint, device=device), ckpt, meta["family"]
+    world_model, ckpt = load_checkpoint(checkpoint, device=device)
+    return world_model, ckpt.content, ckpt.family
 
 
 def make_real_env(info: DatasetInfo):
@@ -95,7 +95,7 @@ def run(cfg) -> None:
             f"policy=agent: {checkpoint} carries no agent (its world model has no policy); use policy=random, "
             "or a checkpoint with one (e.g. pretrained=diamond/Breakout)"
         )
-    latent = family == "genie"
+    latent = world_model.latent_actions
     info = dataset_info(ckpt, checkpoint, cfg.data_dir, cfg.split)
     mode = "file" if context_file else str(cfg.context or ("dataset" if info.path else "env"))
     if mode == "dataset" and info.path is None:
@@ -118,7 +118,9 @@ def run(cfg) -> None:
                 raise
             env_error = e
     fps = int(cfg.fps or fps)
-    minecraft = family == "oasis" and world_model.num_actions == len(MINECRAFT_ACTIONS) and not meanings
+    minecraft = (
+        world_model.vector_actions and world_model.num_actions == len(MINECRAFT_ACTIONS) and not meanings
+    )
     source = MINECRAFT if minecraft else info.source
     title = f"{source or 'file'}/{info.game or ''} ({family})".replace("/ (", " (")
     env_keymap = (
@@ -227,11 +229,8 @@ def _record(
 
 
 def _latent_actions(world_model, ctx) -> np.ndarray:
-    """Genie on a dataset episode: the latent actions its LAM infers from the real frames."""
-    infer = getattr(world_model, "infer_actions", None)
-    if infer is None:
-        raise ValueError("policy=dataset with latent actions needs the world model's infer_actions(frames)")
+    """A latent-action model on a dataset episode: the latent actions it infers from the real frames."""
     frames = np.concatenate([ctx.frames[-1:], ctx.future_frames])
     with torch.inference_mode():
-        actions = infer(torch.from_numpy(frames)[None])
+        actions = world_model.infer_actions(torch.from_numpy(frames)[None])
     return np.asarray(torch.as_tensor(actions).reshape(-1).cpu(), dtype=np.int64)

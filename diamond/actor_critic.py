@@ -190,6 +190,7 @@ class ActorCriticPolicy:
         probs = self.last_logits.float().softmax(-1)
         return torch.multinomial(probs, 1, generator=self.generator).squeeze(1)
 
+
 # ------------------------------------------------------------------------------------------- training loss
 @torch.no_grad()
 def lambda_returns(rewards: Tensor, ends: Tensor, next_values: Tensor, gamma: float, lam: float) -> Tensor:

@@ -1,4 +1,5 @@
-"""python train.py experiment=<name> [key=value ...]: compose, instantiate, run every stage, test.
+"""python train.py experiment=<name> [key=value ...]: compose, instantiate, run every stage, test; with a
+`loop` config (common/loop.py), collect real steps and run every stage again, epoch after epoch.
 
 Writes into the run directory: config.yaml (resolved), checkpoints/<stage>/, csv/<stage>/,
 metrics.json (final test metrics); returns cfg.optimized_metric to Hydra sweepers.
@@ -21,6 +22,7 @@ from omegaconf.errors import InterpolationResolutionError
 
 import common.config  # noqa: F401 - registers the config resolvers
 from common.allocator import reexec_with_malloc_settings
+from common.loop import run_loop
 from common.resume import sigterm_exit_code
 from common.stages import StageError, eval_stage, run_stage, stage_names
 
@@ -69,10 +71,13 @@ def main(cfg: DictConfig) -> float | None:
                 print_config(cfg)
         L.seed_everything(cfg.seed, workers=True)
         metrics: dict[str, float] = {}
-        for stage in stages:
-            with sigterm_exit_code():
-                metrics.update(run_stage(cfg, stage, run_dir))
-            gc.collect()  # the finished stage's trainer/module cycle holds its weights until collected
+        if cfg.get("loop") and cfg.train:  # collect, train every stage, repeat (common/loop.py)
+            metrics = run_loop(cfg, run_dir)
+        else:
+            for stage in stages:
+                with sigterm_exit_code():
+                    metrics.update(run_stage(cfg, stage, run_dir))
+                gc.collect()  # the finished stage's trainer/module cycle holds its weights until collected
     except (StageError, FileNotFoundError, ValueError, InstantiationException) as e:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from common.checkpoint import check_family, read_meta
 from common.init_from import init_source
 from common.report_metrics import differences, training_totals
-from common.resume import exit_if_preempted, resume_checkpoint
+from common.resume import exit_if_preempted, resume_checkpoint, stage_checkpoint
 from common.stage_clock import StageClock
 from common.wandb_logger import StageWandbLogger, logged_history
 
@@ -89,18 +89,34 @@ def stage_config(cfg: DictConfig, stage: str, cli_keys: list[str] | None = None)
     return merged
 
 
-def checkpoint_dir(run_dir: Path, stage: str) -> Path:
-    return run_dir / "checkpoints" / stage
+def checkpoint_dir(run_dir: Path, stage: str, epoch: int | None = None) -> Path:
+    """<run_dir>/checkpoints/<stage>; in epoch `epoch` of a training loop (common/loop.py)
+    <run_dir>/checkpoints/epoch_NNNN/<stage>."""
+    root = run_dir / "checkpoints"
+    return (root if epoch is None else root / epoch_name(epoch)) / stage
 
 
-def module_config(cfg: DictConfig, stage: str, run_dir: Path) -> DictConfig:
-    """The stage's module config with `<earlier>_ckpt` handoffs filled from this run."""
+def epoch_name(epoch: int) -> str:
+    return f"epoch_{epoch:04d}"
+
+
+def epoch_resume(run_dir: Path, stage: str, epoch: int) -> str | None:
+    """A training loop's stage in epoch `epoch` continues from its checkpoint of this epoch (a resumed run),
+    else from its previous epoch's (the loop going on), else starts fresh (epoch 1)."""
+    here = stage_checkpoint(checkpoint_dir(run_dir, stage, epoch), stage)
+    if here or epoch <= 1:
+        return here
+    return stage_checkpoint(checkpoint_dir(run_dir, stage, epoch - 1), stage)
+
+
+def module_config(cfg: DictConfig, stage: str, run_dir: Path, epoch: int | None = None) -> DictConfig:
+    """The stage's module config with `<earlier>_ckpt` handoffs filled from this run (this loop epoch's)."""
     mcfg = cfg.model[stage].copy()
     names = list(cfg.model.keys())
     for earlier in names[: names.index(stage)]:
         key = f"{earlier}_ckpt"
         if key in mcfg and mcfg[key] is None:
-            path = checkpoint_dir(run_dir, earlier) / "last.ckpt"
+            path = checkpoint_dir(run_dir, earlier, epoch) / "last.ckpt"
             if not path.is_file():
                 raise StageError(
                     f"stage {stage!r} needs the {earlier} checkpoint: {path} not found; "
@@ -283,7 +299,7 @@ def _wandb_id(run_dir: Path, stage: str) -> str:
     return ids[stage]
 
 
-def make_callbacks(cfg: DictConfig, stage: str, run_dir: Path) -> list:
+def make_callbacks(cfg: DictConfig, stage: str, run_dir: Path, epoch: int | None = None) -> list:
     callbacks = []
     for key, ccfg in (cfg.get("callbacks") or {}).items():
         if not isinstance(ccfg, DictConfig) or "_target_" not in ccfg:
@@ -291,7 +307,7 @@ def make_callbacks(cfg: DictConfig, stage: str, run_dir: Path) -> list:
         if key == "checkpoint":
             # a fast_dev_run is never resumed: its last.ckpt needs no optimizer state (GBs at paper scale)
             weights_only = {"save_weights_only": True} if cfg.trainer.get("fast_dev_run") else {}
-            dirpath = str(checkpoint_dir(run_dir, stage))
+            dirpath = str(checkpoint_dir(run_dir, stage, epoch))
             callbacks.append(hydra.utils.instantiate(ccfg, dirpath=dirpath, **weights_only))
         else:
             callbacks.append(hydra.utils.instantiate(ccfg))
@@ -326,15 +342,28 @@ def publish_metrics(run_dir: Path, metrics: dict[str, float], loggers: list) -> 
     return totals
 
 
-def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
+def run_stage(
+    cfg: DictConfig, stage: str, run_dir: Path, epoch: int | None = None, max_steps: int | None = None
+) -> dict[str, float]:
     """Fit (unless cfg.train is false) and test one stage; returns its test metrics, its training clock
-    (common/stage_clock.py) and the headline values derived from them (common/report_metrics.py)."""
+    (common/stage_clock.py) and the headline values derived from them (common/report_metrics.py).
+
+    In a training loop (common/loop.py): `epoch` puts its checkpoints in checkpoints/epoch_NNNN/<stage>/
+    and continues the stage from its previous epoch's (`epoch_resume`); `max_steps` (the loop's schedule,
+    cumulative over epochs) replaces trainer.max_steps."""
     scfg = stage_config(cfg, stage)
+    if max_steps is not None:
+        scfg = OmegaConf.merge(scfg, {"trainer": {"max_steps": int(max_steps)}})
     datamodule = hydra.utils.instantiate(scfg.data, _convert_="all")
     if cfg.train:
-        mcfg = module_config(scfg, stage, run_dir)
+        mcfg = module_config(scfg, stage, run_dir, epoch)
         family = hydra.utils.get_class(mcfg._target_).family
-        resume = None if scfg.trainer.fast_dev_run else resume_checkpoint(cfg.resume, run_dir, stage, family)
+        if scfg.trainer.fast_dev_run:
+            resume = None
+        elif epoch is not None:
+            resume = epoch_resume(run_dir, stage, epoch)
+        else:
+            resume = resume_checkpoint(cfg.resume, run_dir, stage, family)
         # init_from= (fine-tuning) only for a stage that starts fresh: a resumed one goes on from its own
         init = None if resume else init_source(cfg.get("init_from"), family, stage, stage_names(cfg))
         mcfg = init.module_config(mcfg) if init else mcfg
@@ -347,7 +376,7 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         module = load_for_eval(scfg, stage, cfg.ckpt_path)
         inputs = None
     clock = StageClock(stage)
-    callbacks = make_callbacks(scfg, stage, run_dir) + ([inputs] if inputs and inputs.inputs else [])
+    callbacks = make_callbacks(scfg, stage, run_dir, epoch) + ([inputs] if inputs and inputs.inputs else [])
     callbacks.append(clock)
     loggers = make_loggers(scfg, stage, run_dir, mcfg)
     with finishing(loggers):
@@ -356,7 +385,7 @@ def run_stage(cfg: DictConfig, stage: str, run_dir: Path) -> dict[str, float]:
         )
         metrics: dict[str, float] = {}
         if cfg.train:
-            last = checkpoint_dir(run_dir, stage) / "last.ckpt"
+            last = checkpoint_dir(run_dir, stage, epoch) / "last.ckpt"
             if resume:
                 check_family(resume, module.family, stage)
                 for line in inputs.check_resume(resume):

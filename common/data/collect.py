@@ -437,14 +437,17 @@ class _ShardWriter:
         # after the highest name listed: a shard missing from the middle never has its name reused
         self.next = 1 + max((_shard_index(s["file"]) for s in manifest["shards"]), default=-1)
 
-    def write(self, episodes: list[Episode]) -> None:
-        """Write `episodes` as the next shard; returns once it is on disk and in the manifest."""
+    def write(self, episodes: list[Episode], name: str | None = None, record: bool = True) -> dict | None:
+        """Write `episodes` as the next shard (or as file `name`); returns its manifest entry once it is on
+        disk and, unless `record` is false (the caller updates the manifest itself), in the manifest."""
         import multiprocessing as mp
 
         if not episodes:
-            return
-        path = self.root / shard_name(self.next)
-        self.next += 1  # taken even if this write is interrupted: the child may still finish it
+            return None
+        if name is None:
+            name = shard_name(self.next)
+            self.next += 1  # taken even if this write is interrupted: the child may still finish it
+        path = self.root / name
         ctx = mp.get_context("fork")
         receive, send = ctx.Pipe(duplex=False)
         child = ctx.Process(
@@ -458,7 +461,7 @@ class _ShardWriter:
             result = None
         except KeyboardInterrupt:
             child.join()  # it ignores SIGINT: the shard is finished and recorded, then we stop
-            if receive.poll():
+            if receive.poll() and record:
                 self._record(receive.recv())
             raise
         child.join()
@@ -467,7 +470,11 @@ class _ShardWriter:
                 f"{self.root}: the process writing {path.name} died (exit code {child.exitcode}); "
                 f"rerun to resume the collection"
             )
-        self._record(result)
+        if isinstance(result, OSError):
+            raise result
+        if record:
+            self._record(result)
+        return result
 
     def _record(self, result: dict[str, Any] | OSError) -> None:
         if isinstance(result, OSError):

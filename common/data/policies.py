@@ -11,6 +11,11 @@
 Every policy draws from numpy's default_rng([episode seed, 7919]): an episode is the same whenever and
 wherever it is collected, so a dataset resumes and recollects exactly. `random` and `random_repeat` draw
 one action per hold; `sticky_random` draws an action, then its hold length.
+
+A training loop (common/loop.py, common/data/append.py) collects with an *actor*, which sees the frames:
+`RandomActor` plays one of the policies above, `AgentActor` a trained agent (a common.world_model `Policy`,
+e.g. DIAMOND's actor-critic) with DIAMOND's epsilon-greedy exploration; their shards name the policy
+`agent`. Both continue an episode that an earlier collection left in progress (`resume`).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import torch
 
 POLICIES = ("random", "random_repeat", "sticky_random")
 
@@ -84,3 +90,64 @@ def make_policy(
 ) -> Policy:
     """The collection policy `kind` for the episode of `seed` (arguments as `Policy`)."""
     return Policy(kind, num_actions, seed, action_repeat, dict(sticky) if sticky else None)
+
+
+class RandomActor:
+    """A collection policy of POLICIES as an actor of common/data/append.py (it ignores the frames).
+
+    `resume(seed, frames)` replays the draws of the `len(frames)` steps already taken: the episode goes
+    on exactly as it would have without the interruption."""
+
+    name = "random"
+
+    def __init__(self, kind: str, num_actions: int, action_repeat: int = 1, sticky: dict | None = None):
+        self.kind, self.n, self.repeat, self.sticky = kind, num_actions, action_repeat, sticky
+        self.params = Policy.params(kind, action_repeat, sticky)
+        self.policy: Policy | None = None
+
+    def start(self, seed: int) -> None:
+        self.policy = make_policy(self.kind, self.n, seed, self.repeat, self.sticky)
+
+    def resume(self, seed: int, frames: np.ndarray) -> None:
+        self.start(seed)
+        for _ in range(len(frames)):
+            self.policy()
+
+    def __call__(self, frame: np.ndarray) -> int:
+        return self.policy()
+
+
+class AgentActor:
+    """A trained agent acting in one environment, epsilon-greedy (DIAMOND's collection: epsilon 0.01 in
+    training, 0 in its test episodes; config/trainer.yaml `collection`).
+
+    policy: a common.world_model `Policy` (`act(frames uint8 (B, H, W, C)) -> long (B,)`, `reset()`);
+    each step it acts on the frame, then with probability `epsilon` a uniform action replaces its choice
+    (its recurrent state advances either way). `rng_seed` seeds the exploration draws.
+    `resume(seed, frames)`: the agent's state is burnt in on the last `burn_in` frames (H, W, C) of the
+    episode so far (the agent has changed since they were collected: its state is rebuilt, not restored).
+    """
+
+    name = "agent"
+
+    def __init__(self, policy, epsilon: float, rng_seed: int | list[int] = 0, burn_in: int = 64):
+        if not 0.0 <= float(epsilon) <= 1.0:
+            raise ValueError(f"loop.epsilon={epsilon}: a probability in [0, 1]")
+        self.policy, self.epsilon, self.burn_in = policy, float(epsilon), int(burn_in)
+        self.n = int(policy.num_actions)
+        self.rng = np.random.default_rng(rng_seed)
+        self.params = {"epsilon": self.epsilon}
+
+    def start(self, seed: int) -> None:
+        self.policy.reset()
+
+    def resume(self, seed: int, frames: np.ndarray) -> None:
+        self.policy.reset()
+        for frame in frames[len(frames) - min(len(frames), self.burn_in) :]:
+            self.policy.act(torch.from_numpy(np.ascontiguousarray(frame))[None])
+
+    def __call__(self, frame: np.ndarray) -> int:
+        action = int(self.policy.act(torch.from_numpy(np.ascontiguousarray(frame))[None])[0])
+        if self.epsilon > 0 and self.rng.random() < self.epsilon:
+            action = int(self.rng.integers(self.n))
+        return action

@@ -5,14 +5,18 @@
   the model can carry an agent (`WorldModel.policy`; DIAMOND's actor-critic, built at DIAMOND's published
   size), the step alone vs the agent acting on the frame on show and then the step (`agent`: what a
   frame costs when the agent plays), all taking turns over rounds, from randomly initialised models
-  built from the experiment configs (Hydra compose API; no checkpoint, no data). JSON: [{"family",
-  "experiment", "threads", "cached", "agent", "ms_per_frame", "fps", "loadavg_1m"}]; loadavg_1m is the
-  mean 1-minute load average over that row's turns.
+  built from the experiment configs (Hydra compose API; no checkpoint, no data), so a row measures the
+  network the experiment trains. `--checkpoint PATH` (repeatable) times a checkpoint's world model
+  instead, e.g. open-oasis' released sizes converted by `python -m oasis.convert` (`--context 31`: its
+  full window). JSON: [{"family", "experiment", "threads", "cached", "agent", "ms_per_frame", "fps",
+  "loadavg_1m"}] (experiment: the checkpoint's path for those rows); loadavg_1m is the mean 1-minute load
+  average over that row's turns.
 - train: steps/s and samples/s of every stage on a synthetic batch of the experiment's shape (a real
   Lightning Trainer, so optimizers, schedules and clipping are the stage's own), the FLOPs of one step
   (torch.utils.flop_counter) and the achieved FLOP/s as a fraction of a float32 matmul peak measured in
   the same process.
 - data: the data pipeline's own benchmark (common.data.bench).
+- startup: what play's start-up costs on a checkpoint, in fresh processes (common.bench_startup).
 
 Timings share the machine with whatever else runs: report the load with the figures. Benchmarks are
 never timed tests: tests only check that the harness produces well-formed rows.
@@ -220,6 +224,31 @@ def bench_play(
     return rows
 
 
+def bench_checkpoints(
+    paths: list[str],
+    frames: int,
+    warmup: int,
+    context: int,
+    log: Callable = print,
+    rounds: int = 3,
+    threads: list[int] | None = None,
+) -> list[dict]:
+    """Rows (as `bench_play`'s) for the world model of each checkpoint in `paths`, loaded on the CPU."""
+    from common.world_model import load_world_model
+
+    rows = []
+    for path in paths:
+        world_model = load_world_model(path)
+        family = type(world_model).__module__.partition(".")[0]  # the family package the model comes from
+        log(f"{path}: {family}, context {context} frames")
+        new = play_rows(family, str(path), world_model, frames, warmup, context, rounds, threads)
+        for row in new:
+            log(f"  threads={row['threads']} cached={row['cached']} agent={row['agent']}: "
+                f"{row['ms_per_frame']:.1f} ms/frame (load average {row['loadavg_1m']:.2f})")  # fmt: skip
+        rows += new
+    return rows
+
+
 # --- train --------------------------------------------------------------------------------------------
 def synthetic_batch(batch_size: int, clip_length: int, frame_size: int, num_actions: int, seed: int = 0):
     """A batch in the VideoDataModule format, random content."""
@@ -387,9 +416,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     play = sub.add_parser("play", help="ms/frame of every experiment's world model (batch 1)")
     train = sub.add_parser("train", help="steps/s, samples/s and FLOP/s of every stage")
     sub.add_parser("data", help="the data pipeline (common.data.bench)", add_help=False)
+    sub.add_parser("startup", help="play's start-up on a checkpoint (common.bench_startup)", add_help=False)
     for p in (play, train):
         p.add_argument("--experiments", default=None, help="comma-separated (default: every conf/experiment)")
         p.add_argument("--out", default=None, help="write the rows as JSON here")
+    play.add_argument(
+        "--checkpoint", action="append", default=[],
+        help="time this checkpoint's world model (repeatable); alone, no experiment is timed",
+    )  # fmt: skip
     play.add_argument(
         "--threads", type=_int_list, default=[PLAY_THREADS],
         help=f"torch threads, comma-separated counts taking turns, e.g. 1,2 (default {PLAY_THREADS}: play.py's)",
@@ -406,7 +440,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             "--override", action="append", default=[], help="Hydra override, e.g. model.dit.ddim_steps=4"
         )
     args, rest = parser.parse_known_args(argv)
-    if args.command != "data" and rest:
+    if args.command not in ("data", "startup") and rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.rest = rest
     return args
@@ -430,13 +464,27 @@ def main(argv: list[str] | None = None) -> int:
         from common.data import bench as data_bench  # the foundation's data benchmark
 
         return data_bench.run(args) or 0
+    if args.command == "startup":
+        from common import bench_startup
+
+        return bench_startup.main(args.rest)
     experiments = args.experiments.split(",") if args.experiments else experiment_names()
+    if args.command == "play" and args.checkpoint and not args.experiments:
+        experiments = []
     try:
         if args.command == "play":
             rows = bench_play(
                 experiments, args.frames, args.warmup, args.context, args.override, rounds=args.rounds,
                 threads=args.threads,
             )  # fmt: skip
+            rows += bench_checkpoints(
+                args.checkpoint,
+                args.frames,
+                args.warmup,
+                args.context,
+                rounds=args.rounds,
+                threads=args.threads,
+            )
             title = f"bench play (threads {','.join(map(str, args.threads))}; {os.cpu_count()} CPUs)"
         else:
             torch.set_num_threads(args.threads)

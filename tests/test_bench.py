@@ -136,3 +136,22 @@ def test_overrides_apply_where_the_key_exists():
     assert cfg.model.dit.ddim_steps == 3 and "dynamics" not in cfg.model
     with pytest.raises(ValueError, match="expected key=value"):
         bench.compose_experiment("oasis_crafter_tiny", ["model.dit.ddim_steps"])
+
+
+def test_play_bench_times_a_checkpoint_and_the_network_its_experiment_trains(tmp_path):
+    """`--checkpoint PATH` times a saved model (open-oasis' sizes: a converted file); experiment rows build
+    the experiment's own network (no benchmark keeps a copy of network sizes: oasis.bench is gone)."""
+    import importlib.util
+
+    assert importlib.util.find_spec("oasis.bench") is None
+    cfg = bench.compose_experiment("oasis_crafter_tiny", ["model.dit.ddim_steps=1"])
+    modules = bench.build_modules(cfg, tmp_path)
+    assert modules["dit"].dit.max_frames == cfg.model.dit.max_frames == 16
+    path = tmp_path / "checkpoints" / "dit" / "last.ckpt"
+    out = tmp_path / "rows.json"
+    argv = ["play", "--checkpoint", str(path), "--frames", "1", "--rounds", "1", "--warmup", "0"]
+    assert bench.main(argv + ["--context", "2", "--out", str(out)]) == 0
+    rows = json.loads(out.read_text())
+    assert [(r["experiment"], r["cached"]) for r in rows] == [(str(path), True), (str(path), False)]
+    for row in rows:
+        check_play_row(row, "oasis", str(path))

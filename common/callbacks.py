@@ -10,21 +10,20 @@ callback adds what needs whole clips and files:
 - after a test, in the run directory (`video_dir` when set): `test_records.json`, the values behind the
   test metrics that a module keeps in `eval_records` (per-clip ΔtPSNR errors with their bootstrap
   interval, the latent action x control table behind action_nmi), merged over stages like metrics.json;
-  and `latent_actions.mp4` from a module with `latent_action_video(starts) -> uint8 (R, A, S, H, W, C)`
-  (Genie dynamics): one row per test level (the first frame of its first test clip; `latent_action_levels`
-  levels), one column per latent action held for `latent_action_steps` frames, columns labelled with the
-  latent action and the control it matches best with its lift (from the `test/action_nmi` record), rows
-  with the level.
+  and, for a world model of latent actions (`WorldModel.latent_actions`: Genie dynamics),
+  `latent_actions.mp4` (`latent_action_video`): one row per test level (the first frame of its first test
+  clip; `latent_action_levels` levels), one column per latent action held for `latent_action_steps`
+  frames, columns labelled with the latent action and the control it matches best with its lift (from
+  the `test/action_nmi` record), rows with the level.
 
-Generation, first match wins:
-1. `module.sample_video(batch) -> uint8 (B, T', H, W, C)`: generated clips aligned with the last T'
-   frames of `batch["frames"]` (context frames may be real copies);
-2. `module.world_model() -> WorldModel`: rollout from `context_length` real frames with the batch's
-   actions, or with `module.eval_actions(batch)` / `module.latent_actions(frames)` -> long (B, T) when
-   the module has one (Genie's LAM-inferred latent actions); the real context is shown on both sides,
-   then `horizon` steps;
-3. `module.reconstruct(frames uint8 (B, T, H, W, C)) -> uint8 (B, T, H, W, C)` (tokenizer / VAE stages);
-4. none of these: skipped with one info line.
+Generation goes through the declared interfaces only (common/world_model.py), never by probing a module:
+1. a module that plays (`PlaysWorldModel`: `world_model() -> WorldModel`): a rollout from
+   `context_length` real frames with the clip's actions (common.evaluation.clip_actions: the batch's, or
+   for latent actions those `infer_actions` reads from the frames), the world model seeded with 0 so a
+   video shows the same draws each time; the real context is shown on both sides, then `horizon` steps;
+2. a stage that reconstructs (`Reconstructs`: tokenizer / VAE, `reconstruct(frames uint8 (B, T, H, W, C))
+   -> uint8 (B, T, H, W, C)`);
+3. neither: skipped with one info line.
 """
 
 from __future__ import annotations
@@ -38,8 +37,10 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
 from common import fvd as fvd_lib
+from common.evaluation import clip_actions, latent_action_video
 from common.metrics import rollout
 from common.video import labelled_grid, side_by_side, upscale, write_video
+from common.world_model import PlaysWorldModel, Reconstructs
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +145,7 @@ class EvalVideoCallback(Callback):
             records = getattr(pl_module, "eval_records", None)
             if records:
                 self._safely(self._write_records, trainer, pl_module, records, what="test records")
-            if self._starts and hasattr(pl_module, "latent_action_video"):
+            if self._starts:  # held only for a world model of latent actions
                 self._safely(self._write_latent_actions, trainer, pl_module, what="latent action video")
         self._starts = {}
 
@@ -188,24 +189,21 @@ class EvalVideoCallback(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            if hasattr(pl_module, "sample_video"):
-                fake = pl_module.sample_video(batch)
-                return frames[:, frames.shape[1] - fake.shape[1] :], fake
-            if hasattr(pl_module, "world_model"):
+            if isinstance(pl_module, PlaysWorldModel):
                 world_model = pl_module.world_model()
-                context = max(1, int(getattr(world_model, "context_length", 1)))
+                context = max(1, int(world_model.context_length))
                 horizon = min(self.horizon, frames.shape[1] - context)
                 if horizon < 1:
                     return self._skip(
                         f"clips of {frames.shape[1]} frames leave no step after {context} context"
                     )
-                actions = self._actions(pl_module, batch)
-                generated = rollout(world_model, frames, actions, context, horizon)
+                world_model.seed(0)
+                generated = rollout(world_model, frames, clip_actions(world_model, batch), context, horizon)
                 real = frames[:, : context + horizon]
                 return real, torch.cat([frames[:, :context], generated.to(frames.device)], dim=1)
-            if hasattr(pl_module, "reconstruct"):
+            if isinstance(pl_module, Reconstructs):
                 return frames, pl_module.reconstruct(frames)
-            return self._skip(f"{type(pl_module).__name__} has no sample_video / world_model / reconstruct")
+            return self._skip(f"{type(pl_module).__name__} has neither world_model() nor reconstruct()")
         finally:
             pl_module.train(was_training)
 
@@ -217,15 +215,6 @@ class EvalVideoCallback(Callback):
         except Exception as e:  # noqa: BLE001 - reported, the run goes on
             log.warning(f"{what} skipped: {type(e).__name__}: {e}")
             return None
-
-    @staticmethod
-    def _actions(pl_module: LightningModule, batch: dict) -> Tensor:
-        """The module's evaluation actions (Genie: LAM-inferred latent actions), else the batch's."""
-        if hasattr(pl_module, "eval_actions"):
-            return pl_module.eval_actions(batch)
-        if hasattr(pl_module, "latent_actions"):
-            return pl_module.latent_actions(batch["frames"])
-        return batch["actions"]
 
     def _skip(self, why: str) -> None:
         if why not in self._skip_logged:
@@ -251,8 +240,8 @@ class EvalVideoCallback(Callback):
 
     def _collect_starts(self, pl_module: LightningModule, batch: dict) -> None:
         """Keep the first frame of the first clip of each new test level (batch["seeds"]; without seeds,
-        of each clip) until `latent_action_levels` are held."""
-        if not hasattr(pl_module, "latent_action_video"):
+        of each clip) until `latent_action_levels` are held; only for a world model of latent actions."""
+        if len(self._starts) >= self.latent_action_levels or not _plays_latent_actions(pl_module):
             return
         frames = batch["frames"]
         seeds = batch.get("seeds")
@@ -287,7 +276,7 @@ class EvalVideoCallback(Callback):
         was_training = pl_module.training
         pl_module.eval()
         try:
-            cells = _as_uint8(pl_module.latent_action_video(starts, steps=self.latent_action_steps))
+            cells = _as_uint8(latent_action_video(pl_module.world_model(), starts, self.latent_action_steps))
         finally:
             pl_module.train(was_training)
         probe = (getattr(pl_module, "eval_records", None) or {}).get("test/action_nmi") or {}
@@ -322,6 +311,10 @@ class EvalVideoCallback(Callback):
 
                 video = wandb.Video(str(path), fps=self.video_fps, format="mp4")
                 logger.experiment.log({f"{split}/video": video, "trainer/global_step": trainer.global_step})
+
+
+def _plays_latent_actions(pl_module: LightningModule) -> bool:
+    return isinstance(pl_module, PlaysWorldModel) and pl_module.world_model().latent_actions
 
 
 def _as_uint8(video: Tensor | np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint
-from common.metrics import rollout_metrics, shuffled_next_errors
+from common.evaluation import evaluate_rollout
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from diamond.actor_critic import ActorCritic
@@ -246,16 +246,12 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             self._f1_counts[key] = self._f1_counts.get(key, torch.zeros(3, device=c.device)) + c
         n = self.hparams.context_length
         horizon = min(self.hparams.rollout_horizon, t - n)
-        if horizon >= 1:
-            wm = self.world_model()
-            metrics, _ = rollout_metrics(
-                wm, batch["frames"], batch["actions"], n, horizon, prefix, self.set_psnr
+        if horizon >= 1:  # rollouts, copy-last and psnr_next_shuffled, seeded by the batch index
+            gen = torch.Generator().manual_seed(batch_idx)
+            metrics = evaluate_rollout(
+                self.world_model(), batch, gen, context=n, horizon=horizon, prefix=prefix, meter=self
             )
             self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=b)
-            shuffled = shuffled_next_errors(
-                wm, batch["frames"], batch["actions"], n, torch.Generator().manual_seed(batch_idx)
-            )
-            self.set_psnr.add(f"{prefix}/psnr_next_shuffled", shuffled)  # the batch's actions across clips
 
     def _log_f1(self, prefix: str) -> None:
         for key, c in self._f1_counts.items():

@@ -9,7 +9,7 @@
   the LAM from the real frames), the copy-last-frame baseline, ΔtPSNR at t = `delta_t` with its
   bootstrap interval, and `action_nmi`: how well the LAM's latent actions name the environment's
   controls (common/action_nmi.py; `env_game` says how the recorded actions group, `num_env_actions` = 0
-  turns it off). `latent_action_video` plays every latent action from the same real frames.
+  turns it off). common.evaluation.latent_action_video plays every latent action from the same real frames.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 
 from common.action_nmi import ActionProbe
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import delta_psnr_errors
-from common.metrics import mse, rollout_metrics
+from common.evaluation import evaluate_rollout, seeded
+from common.metrics import mse
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from genie.dynamics import DynamicsModel
@@ -219,18 +219,6 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         actions = self.lam.encode(to_model(frames))[1]
         return torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], 1)
 
-    @torch.no_grad()
-    def latent_action_video(self, starts: torch.Tensor, steps: int = 8) -> torch.Tensor:
-        """Every latent action held from the same real frames: starts uint8 (R, H, W, C) -> uint8
-        (R, A, steps, H, W, C), [r, a] the `steps` frames generated from starts[r] with latent action a at
-        every step (A = num_latent_actions; MaskGIT as in evaluation, seeded)."""
-        a = self.hparams.num_latent_actions
-        wm = self.world_model(seed=0)
-        wm.reset(starts.repeat_interleave(a, dim=0)[:, None])  # (R * A, 1, H, W, C), rows r-major
-        actions = torch.arange(a, device=starts.device).repeat(starts.shape[0])
-        frames = torch.stack([wm.step(actions).frames for _ in range(steps)], dim=1)
-        return frames.reshape(starts.shape[0], a, *frames.shape[1:])
-
     def _losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(loss, logs, the LAM's latent actions long (B, T-1)) of a batch of frames uint8 (B, T, H, W, C)."""
         x = to_model(frames)
@@ -259,7 +247,8 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
     def _evaluate(self, batch: dict, batch_idx: int, prefix: str) -> None:
         frames = batch["frames"]
-        _, logs, latent = self._losses(frames)
+        with seeded(batch_idx, self.device):  # the dynamics loss's masks
+            _, logs, latent = self._losses(frames)
         self.log_dict({f"{prefix}/{k}": v for k, v in logs.items()}, on_epoch=True, sync_dist=True,
                       batch_size=frames.shape[0])  # fmt: skip
         if self.action_probe is not None and "actions" in batch:
@@ -267,16 +256,12 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         if batch_idx >= self.hparams.rollout_batches:
             return
         h = self.hparams
-        clips = frames[: h.rollout_clips]
-        actions = self.latent_actions(clips)
-        gen = torch.Generator(device=clips.device).manual_seed(batch_idx)
-        wm = self.world_model(seed=batch_idx)
-        horizon = min(h.rollout_horizon, clips.shape[1] - h.context_frames)
-        metrics, _ = rollout_metrics(wm, clips, actions, h.context_frames, horizon, prefix, self.set_psnr)
-        self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips.shape[0])
-        errors = delta_psnr_errors(wm, clips, actions, h.delta_t, gen)
-        seeds = batch["seeds"][: h.rollout_clips] if "seeds" in batch else None
-        self.add_delta_psnr(f"{prefix}/delta_psnr_t{h.delta_t}", errors, seeds)
+        clips = {k: v[: h.rollout_clips] for k, v in batch.items() if k in ("frames", "actions", "seeds")}
+        horizon = min(h.rollout_horizon, frames.shape[1] - h.context_frames)
+        gen = torch.Generator().manual_seed(batch_idx)  # rollouts (latent actions the LAM infers), ΔtPSNR
+        metrics = evaluate_rollout(self.world_model(), clips, gen, context=h.context_frames, horizon=horizon,
+                                   prefix=prefix, meter=self, shuffled=False, delta_t=h.delta_t)  # fmt: skip
+        self.log_dict(metrics, on_epoch=True, sync_dist=True, batch_size=clips["frames"].shape[0])
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "val")

@@ -15,8 +15,8 @@ from einops import rearrange
 from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
-from common.delta_psnr import delta_psnr_errors
-from common.metrics import mse, rollout_metrics, shuffled_next_errors
+from common.evaluation import evaluate_rollout, seeded
+from common.metrics import mse
 from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from oasis.diffusion import DiffusionForcing
@@ -260,20 +260,17 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         horizon = max(1, min(horizon, t - ctx))
         log = dict(on_epoch=True, sync_dist=True, batch_size=b)
         x0 = self.latents(frames)
-        self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
+        with seeded(batch_idx, self.device):  # the loss's noise levels and noise
+            self.log(f"{split}/loss", self.diffusion.loss(self.dit, x0, self.conditions(actions)), **log)
         horizons = set(self.hparams.log_horizons) | {horizon}
         wm = self.world_model()
         copy_err, recon_err = self.latent_bracket_errors(wm, x0, frames, ctx)
         self.set_psnr.add(f"{split}/psnr_latent_copy", copy_err)
         self.set_psnr.add(f"{split}/psnr_recon_next", recon_err)
-        metrics, _ = rollout_metrics(wm, frames, actions, ctx, horizon, split, self.set_psnr, horizons)
+        gen = torch.Generator().manual_seed(batch_idx)  # rollouts, psnr_next_shuffled, ΔtPSNR: seeded
+        metrics = evaluate_rollout(wm, batch, gen, context=ctx, horizon=horizon, prefix=split, meter=self,
+                                   horizons=horizons, delta_t=self.hparams.delta_t)  # fmt: skip
         self.log_dict(metrics, **log)
-        shuffled = shuffled_next_errors(wm, frames, actions, ctx, torch.Generator().manual_seed(batch_idx))
-        self.set_psnr.add(f"{split}/psnr_next_shuffled", shuffled)  # the batch's actions across clips
-        if t >= self.hparams.delta_t:
-            gen = torch.Generator().manual_seed(batch_idx)
-            errors = delta_psnr_errors(wm, frames, actions, self.hparams.delta_t, gen)
-            self.add_delta_psnr(f"{split}/delta_psnr_t{self.hparams.delta_t}", errors, batch.get("seeds"))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._eval(batch, batch_idx, "val", self.hparams.val_horizon)

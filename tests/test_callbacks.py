@@ -39,9 +39,14 @@ class BlackWorldModel:
     """Predicts a black frame whatever the action; records what it was given."""
 
     num_actions, frame_shape, context_length = A, (H, W, C), 2
+    policy, latent_actions, infer_actions, vector_actions = None, False, None, False
 
     def __init__(self):
         self.actions_seen = []
+        self.seeds = []
+
+    def seed(self, seed):
+        self.seeds.append(seed)
 
     def reset(self, frames, actions=None):
         self.batch = frames.shape[0]
@@ -80,19 +85,19 @@ class WithWorldModel(Base):
         return self.wm
 
 
+class LatentBlackWorldModel(BlackWorldModel):
+    """A world model of latent actions: it reads latent action 2 between any two frames."""
+
+    latent_actions = True
+
+    def infer_actions(self, frames):
+        return torch.full((frames.shape[0], frames.shape[1] - 1), 2, dtype=torch.long)
+
+
 class WithLatentActions(WithWorldModel):
-    def eval_actions(self, batch):
-        return torch.full_like(batch["actions"], 3)
-
-
-class WithLamActions(WithWorldModel):
-    def latent_actions(self, frames):
-        return torch.full(frames.shape[:2], 2, dtype=torch.long)
-
-
-class WithSampleVideo(WithWorldModel):
-    def sample_video(self, batch):
-        return torch.zeros_like(batch["frames"][:, 1:])
+    def __init__(self):
+        super().__init__()
+        self.wm = LatentBlackWorldModel()
 
 
 class WithReconstruct(Base):
@@ -138,20 +143,19 @@ def test_world_model_rollout_video_for_val_and_test(tmp_path):
     assert torch.equal(module.wm.actions_seen[-3], actions[:, 1])
 
 
-@pytest.mark.parametrize("cls,action", [(WithLatentActions, 3), (WithLamActions, 2)])
-def test_latent_actions_used_when_the_module_provides_them(tmp_path, cls, action):
+def test_latent_actions_used_when_the_world_model_has_them(tmp_path):
+    """WorldModel.latent_actions: the rollout plays the latent actions infer_actions reads from the clip."""
     callback = EvalVideoCallback(num_videos=1, horizon=2)
-    module = cls()
+    module = WithLatentActions()
     make_trainer(tmp_path, callback, limit_val_batches=1).validate(module, loader())
-    assert callback.written and all((a == action).all() for a in module.wm.actions_seen)
+    assert callback.written and all((a == 2).all() for a in module.wm.actions_seen)
 
 
-def test_sample_video_preferred_over_world_model(tmp_path):
-    callback = EvalVideoCallback(num_videos=2, upscale_factor=1)
-    module = WithSampleVideo()
-    make_trainer(tmp_path, callback, limit_test_batches=1).test(module, loader())
-    assert module.wm.actions_seen == []  # world_model() never rolled out
-    assert read_video(callback.written[0]).shape == (T - 1, 2 * H + 2, 2 * W + 2, C)
+def test_sample_video_rollouts_are_seeded(tmp_path):
+    callback = EvalVideoCallback(num_videos=1, horizon=2)
+    module = WithWorldModel()
+    make_trainer(tmp_path, callback, limit_val_batches=1).validate(module, loader())
+    assert module.wm.seeds == [0]
 
 
 def test_reconstruction_stage_video(tmp_path):
@@ -169,7 +173,7 @@ def test_module_without_generation_is_skipped_cleanly(tmp_path, caplog):
         trainer.test(Base(), loader())
     assert callback.written == []
     assert not (tmp_path / "videos").exists()
-    assert any("no sample_video / world_model / reconstruct" in r.message for r in caplog.records)
+    assert any("has neither world_model() nor reconstruct()" in r.message for r in caplog.records)
     assert any("FVD skipped: no I3D TorchScript file" in r.message for r in caplog.records)
 
 

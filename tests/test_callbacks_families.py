@@ -93,8 +93,9 @@ def test_genie_tokenizer_reconstruction_video(tmp_path):
     assert read_video(path).shape == (T, 2 * S + 2, 2 * S + 2, 3)
 
 
-def test_genie_dynamics_video_from_latent_actions(tmp_path):
+def test_genie_dynamics_video_from_latent_actions(tmp_path, monkeypatch):
     from genie.module import TOKENIZER_KEYS, GenieDynamicsModule
+    from genie.world_model import GenieWorldModel
 
     torch.manual_seed(0)
     tokenizer = genie_tokenizer()
@@ -105,8 +106,8 @@ def test_genie_dynamics_video_from_latent_actions(tmp_path):
         maskgit_steps=2, context_frames=4, rollout_horizon=2, delta_t=2, rollout_batches=1, rollout_clips=2,
     )  # fmt: skip
     seen = []
-    latent_actions = module.latent_actions
-    module.latent_actions = lambda frames: seen.append(frames.shape) or latent_actions(frames)
+    infer = GenieWorldModel.infer_actions
+    monkeypatch.setattr(GenieWorldModel, "infer_actions", lambda wm, f: seen.append(f.shape) or infer(wm, f))
     callback = validate_with_callback(module, tmp_path)
     (path,) = callback.written
     assert path.relative_to(tmp_path).as_posix() == "videos/dynamics/val_step0.mp4"

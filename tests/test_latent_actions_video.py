@@ -11,6 +11,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from common.callbacks import EvalVideoCallback
+from common.evaluation import latent_action_video
 from common.video import labelled_grid, read_video, write_video
 
 T, S, A, LEVELS = 6, 16, 3, 5
@@ -63,7 +64,7 @@ def test_latent_actions_video_grid_and_test_records(tmp_path):
     assert video[:, :band].mean() > 200 and video[:, :band].min() < 100  # white band with dark text
     # each cell holds the generated frames of (level r, latent a): compare with the module's own
     starts = torch.stack([Clips()[2 * r]["frames"][0] for r in range(rows)])  # the first clip of each level
-    cells = module.latent_action_video(starts, steps=8).numpy()  # (R, A, 8, S, S, 3)
+    cells = latent_action_video(module.world_model(), starts, steps=8).numpy()  # (R, A, 8, S, S, 3)
     want = cells.repeat(f, 3).repeat(f, 4).astype(float)[..., 16:, :, :]  # below the row labels' corner
     for r in range(rows):
         for a in range(A):

@@ -1,6 +1,6 @@
 """Frame metrics and family-agnostic rollout evaluation (DESIGN.md "Metrics").
 
-PSNR / SSIM compare frames scaled to [0, 1]. `rollout_metrics` drives any WorldModel from real
+PSNR / SSIM compare frames scaled to [0, 1]; SSIM is torchmetrics' (Gaussian 11x11 window). `rollout_metrics` drives any WorldModel from real
 context frames with real (or given) actions and adds, beside every prediction error, the
 copy-last-frame baseline's error on the same frames to a `SetPSNR`.
 
@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
+from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def to_unit(frames: Tensor) -> Tensor:
@@ -47,7 +47,10 @@ class SetPSNR:
     """PSNR of a set of images per metric name: 10·log10(1 / mean of their per-image MSEs).
 
     `add(name, err)` adds per-image MSEs (any shape); `compute()` returns {name: dB}. Under DDP pass
-    `reduce` (sums a tensor over ranks) so every rank reports the PSNR of the whole set.
+    `reduce` (sums a tensor over ranks) so every rank reports the PSNR of the whole set. Over the same
+    images this is torchmetrics' PeakSignalNoiseRatio(data_range=1) with its default reduction
+    (tests/test_metrics.py); it takes per-image errors instead of images because the same errors feed
+    ΔtPSNR's bootstrap intervals (common/delta_psnr.py) and come from frames decoded elsewhere.
     """
 
     def __init__(self) -> None:
@@ -69,19 +72,15 @@ class SetPSNR:
         self.sums = {}
 
 
-def ssim(pred: Tensor, target: Tensor, window: int = 7) -> Tensor:
-    """Per-image SSIM (uniform window, constants of Wang et al. 2004). (..., H, W, C) -> (...,)."""
+def ssim(pred: Tensor, target: Tensor) -> Tensor:
+    """Per-image SSIM (Wang et al. 2004): 11x11 Gaussian window (sigma 1.5), K1 = 0.01, K2 = 0.03, data
+    range 1, at every pixel of the reflect-padded frame, mean over pixels and channels (torchmetrics'
+    structural_similarity_index_measure). pred, target (..., H, W, C) uint8 or [0, 1] float, H and W
+    above 5 -> (...,)."""
     lead = pred.shape[:-3]
     x = rearrange(to_unit(pred), "... h w c -> (...) c h w")
     y = rearrange(to_unit(target), "... h w c -> (...) c h w")
-    c1, c2 = 0.01**2, 0.03**2
-    pool = lambda t: F.avg_pool2d(t, window, stride=1)
-    mx, my = pool(x), pool(y)
-    vx = pool(x * x) - mx * mx
-    vy = pool(y * y) - my * my
-    cxy = pool(x * y) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
-    return s.flatten(1).mean(1).reshape(lead)
+    return structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").reshape(lead)
 
 
 @torch.inference_mode()

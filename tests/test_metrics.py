@@ -19,6 +19,50 @@ def test_ssim_identical_is_one_and_noise_lower():
     assert (ssim((x + 0.3 * torch.rand_like(x)).clamp(0, 1), x) < 0.95).all()
 
 
+def reference_ssim(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Wang et al. 2004 written out: 11x11 Gaussian window (sigma 1.5), K1 0.01, K2 0.03, data range 1, at
+    every pixel of the reflect-padded frame, mean over pixels and channels. x, y (N, H, W, C) in [0, 1]."""
+    g = torch.exp(-((torch.arange(11, dtype=torch.float64) - 5) ** 2) / (2 * 1.5**2))
+    w = (g[:, None] * g[None, :] / g.sum() ** 2).expand(3, 1, 11, 11)
+    pad = lambda t: torch.nn.functional.pad(t.double().permute(0, 3, 1, 2), (5, 5, 5, 5), mode="reflect")
+    x, y = pad(x), pad(y)
+    blur = lambda t: torch.nn.functional.conv2d(t, w, groups=3)
+    mx, my = blur(x), blur(y)
+    vx, vy, cxy = blur(x * x) - mx**2, blur(y * y) - my**2, blur(x * y) - mx * my
+    c1, c2 = 0.01**2, 0.03**2
+    s = (2 * mx * my + c1) * (2 * cxy + c2) / ((mx**2 + my**2 + c1) * (vx + vy + c2))
+    return s.flatten(1).mean(1).float()
+
+
+def test_ssim_is_wang_et_al_gaussian_window():
+    g = torch.Generator().manual_seed(0)
+    target = torch.rand(4, 24, 20, 3, generator=g)
+    pred = (target + 0.2 * torch.randn(4, 24, 20, 3, generator=g)).clamp(0, 1)
+    torch.testing.assert_close(ssim(pred, target), reference_ssim(pred, target), atol=1e-5, rtol=1e-5)
+    frames = (pred * 255).round().to(torch.uint8)  # uint8 frames are scaled to [0, 1] first
+    torch.testing.assert_close(
+        ssim(frames, target), reference_ssim(frames.float() / 255, target), atol=1e-5, rtol=1e-5
+    )
+
+
+def test_set_psnr_is_torchmetrics_psnr_over_the_set():
+    """SetPSNR of per-image MSEs added batch by batch = torchmetrics' PeakSignalNoiseRatio (data range 1,
+    its default reduction) updated with the same images: both pool squared errors before the log."""
+    from torchmetrics.image import PeakSignalNoiseRatio
+
+    g = torch.Generator().manual_seed(1)
+    meter, reference = SetPSNR(), PeakSignalNoiseRatio(data_range=1.0)
+    for n in (3, 1, 5):
+        target = torch.randint(0, 256, (n, 8, 8, 3), generator=g, dtype=torch.uint8)
+        pred = (
+            (target.int() + torch.randint(-20, 21, target.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+        )
+        pred[0] = target[0]  # an exact copy scores no 100 dB of its own in a set PSNR
+        meter.add("next", mse(pred, target))
+        reference.update(pred.float() / 255, target.float() / 255)
+    assert meter.compute()["next"] == pytest.approx(reference.compute().item(), abs=1e-4)
+
+
 def test_set_psnr_pools_errors_not_decibels():
     """One exact copy and one frame off by 0.1: set PSNR = PSNR of mean MSE (23.01 dB), not (100 + 20) / 2."""
     target = torch.full((2, 4, 4, 3), 0.5)

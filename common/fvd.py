@@ -6,6 +6,7 @@ real and generated clips. The feature network is the community TorchScript I3D u
 on float videos (B, C, T, H, W) with values in [0, 255]; it returns (B, D) features (D = 400).
 Any TorchScript module with that call signature (or a plain `detector(videos) -> (B, D)`) works.
 
+The Fréchet distance itself is torchmetrics' FrechetInceptionDistance, given I3D as its feature network.
 FVD over a handful of clips is a rough indicator only: the covariance of D-dim features needs many
 more clips than D to be well estimated. The report states the number of clips used.
 """
@@ -16,7 +17,8 @@ from pathlib import Path
 
 import torch
 from einops import rearrange
-from torch import Tensor
+from torch import Tensor, nn
+from torchmetrics.image.fid import FrechetInceptionDistance
 
 
 def skip_reason(weights: str | Path | None) -> str | None:
@@ -40,51 +42,41 @@ def load_i3d(path: str | Path, device: str | torch.device = "cpu") -> torch.jit.
     return model.eval()
 
 
-@torch.inference_mode()
-def i3d_features(detector, videos: Tensor, batch_size: int = 16) -> Tensor:
-    """uint8 videos (N, T, H, W, C) -> float64 features (N, D), in batches of `batch_size`."""
-    if videos.dtype != torch.uint8 or videos.ndim != 5:
-        got = f"{videos.dtype} {tuple(videos.shape)}"
-        raise ValueError(f"FVD expects uint8 (N, T, H, W, C) videos, got {got}")
-    feats = []
-    for chunk in videos.split(batch_size):
-        x = rearrange(chunk, "n t h w c -> n c t h w").float()  # values in [0, 255]
+class I3DFeatures(nn.Module):
+    """The I3D detector as the feature network of torchmetrics' FrechetInceptionDistance: uint8 videos
+    (N, T, H, W, C) -> features (N, D), D = num_features (FID needs it before the first update)."""
+
+    def __init__(self, detector, num_features: int):
+        super().__init__()
+        self.detector, self.num_features = detector, num_features
+
+    def forward(self, videos: Tensor) -> Tensor:
+        if videos.dtype != torch.uint8 or videos.ndim != 5:
+            got = f"{videos.dtype} {tuple(videos.shape)}"
+            raise ValueError(f"FVD expects uint8 (N, T, H, W, C) videos, got {got}")
+        x = rearrange(videos, "n t h w c -> n c t h w").float()  # values in [0, 255]
         try:
-            f = detector(x, rescale=True, resize=True, return_features=True)
+            f = self.detector(x, rescale=True, resize=True, return_features=True)
         except (TypeError, RuntimeError):
-            f = detector(x)
-        feats.append(f.reshape(f.shape[0], -1).double().cpu())
-    return torch.cat(feats)
+            f = self.detector(x)
+        return f.reshape(f.shape[0], -1)
 
 
-def _sqrt_psd(m: Tensor) -> Tensor:
-    """Square root of a symmetric positive semi-definite matrix through its eigendecomposition."""
-    vals, vecs = torch.linalg.eigh((m + m.T) / 2)
-    return (vecs * vals.clamp_min(0).sqrt()) @ vecs.T
-
-
-def frechet_distance(feats_a: Tensor, feats_b: Tensor) -> float:
-    """Fréchet distance between Gaussians fitted to features (N, D) and (M, D).
-
-    d^2 = |mu_a - mu_b|^2 + Tr(S_a) + Tr(S_b) - 2 Tr((S_a^1/2 S_b S_a^1/2)^1/2), in float64.
-    """
-    a, b = feats_a.double(), feats_b.double()
-    if a.shape[0] < 2 or b.shape[0] < 2:
-        got = f"{a.shape[0]} and {b.shape[0]}"
-        raise ValueError(f"Fréchet distance needs at least 2 samples per side, got {got}")
-    mu_a, mu_b = a.mean(0), b.mean(0)
-    d = a.shape[1]
-    cov_a, cov_b = torch.cov(a.T).reshape(d, d), torch.cov(b.T).reshape(d, d)
-    root_a = _sqrt_psd(cov_a)
-    cross = _sqrt_psd(root_a @ cov_b @ root_a).trace()
-    d2 = (mu_a - mu_b).pow(2).sum() + cov_a.trace() + cov_b.trace() - 2 * cross
-    return max(d2.item(), 0.0)
-
-
+@torch.inference_mode()
 def fvd(detector, real: Tensor, generated: Tensor, batch_size: int = 16) -> float:
-    """FVD between uint8 (N, T, H, W, C) real and generated clips (the same T for both)."""
+    """FVD between uint8 (N, T, H, W, C) real and generated clips (the same T for both, N >= 2 each):
+    torchmetrics' FrechetInceptionDistance (float64 feature sums, synced across DDP ranks) over I3D
+    features, in batches of `batch_size` clips."""
     if real.shape[1] != generated.shape[1]:
         got = f"{real.shape[1]} and {generated.shape[1]}"
         raise ValueError(f"FVD compares clips of equal length, got {got} frames")
-    feats_real = i3d_features(detector, real, batch_size)
-    return frechet_distance(feats_real, i3d_features(detector, generated, batch_size))
+    if real.shape[0] < 2 or generated.shape[0] < 2:
+        got = f"{real.shape[0]} and {generated.shape[0]}"
+        raise ValueError(f"FVD needs at least 2 clips per side, got {got}")
+    features = I3DFeatures(detector, 0)
+    features.num_features = features(real[:1]).shape[-1]
+    metric = FrechetInceptionDistance(feature=features, reset_real_features=True)
+    for videos, is_real in ((real, True), (generated, False)):
+        for chunk in videos.split(batch_size):
+            metric.update(chunk, real=is_real)
+    return max(metric.compute().item(), 0.0)

@@ -1,4 +1,4 @@
-"""FVD: Fréchet distance maths, and the pipeline with a tiny TorchScript stand-in for I3D."""
+"""FVD: the Fréchet distance of I3D features (torchmetrics), with a tiny TorchScript stand-in for I3D."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from common.fvd import frechet_distance, fvd, load_i3d, skip_reason
+from common.fvd import fvd, load_i3d, skip_reason
 
 
 class TinyDetector(nn.Module):
@@ -28,25 +28,27 @@ def detector_file(tmp_path):
     return path
 
 
-def test_frechet_distance_identical_is_zero():
-    feats = torch.randn(64, 5, generator=torch.Generator().manual_seed(0))
-    assert frechet_distance(feats, feats) == pytest.approx(0.0, abs=1e-8)
+def reference_fvd(features_a: torch.Tensor, features_b: torch.Tensor) -> float:
+    """Fréchet distance of Gaussians fitted to features (N, D), (M, D), with scipy's matrix square root."""
+    from scipy.linalg import sqrtm
+
+    a, b = features_a.double().numpy(), features_b.double().numpy()
+    ca, cb = torch.cov(torch.from_numpy(a).T).numpy(), torch.cov(torch.from_numpy(b).T).numpy()
+    cross = sqrtm(ca @ cb).real.trace()
+    return float(((a.mean(0) - b.mean(0)) ** 2).sum() + ca.trace() + cb.trace() - 2 * cross)
 
 
-def test_frechet_distance_shifted_equal_covariances_is_squared_mean_gap():
-    g = torch.Generator().manual_seed(1)
-    a = torch.randn(200, 4, generator=g, dtype=torch.float64)
-    shift = torch.tensor([1.0, -2.0, 0.5, 0.0], dtype=torch.float64)
-    # same samples shifted: covariances equal, so d^2 = |shift|^2 exactly
-    assert frechet_distance(a, a + shift) == pytest.approx(shift.pow(2).sum().item(), rel=1e-6)
-
-
-def test_frechet_distance_known_gaussians():
-    # 1-D: d^2 = (m1 - m2)^2 + s1^2 + s2^2 - 2 s1 s2 = (m1 - m2)^2 + (s1 - s2)^2
-    a = torch.tensor([[-1.0], [1.0]], dtype=torch.float64)  # mean 0, var 2
-    b = torch.tensor([[1.0], [5.0]], dtype=torch.float64)  # mean 3, var 8
-    expected = 9.0 + (2**0.5 - 8**0.5) ** 2
-    assert frechet_distance(a, b) == pytest.approx(expected, rel=1e-9)
+def test_fvd_is_the_frechet_distance_of_the_detector_features(detector_file):
+    detector = load_i3d(detector_file)
+    g = torch.Generator().manual_seed(2)
+    real = torch.randint(0, 256, (9, 2, 6, 6, 3), generator=g, dtype=torch.uint8)
+    fake = (real.int() // 2 + torch.randint(0, 90, real.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    features = lambda v: TinyDetector()(v.permute(0, 4, 1, 2, 3).float())  # (N, C * T) = (N, 6)
+    expected = reference_fvd(features(real), features(fake))
+    assert expected > 0.05
+    assert fvd(detector, real, fake, batch_size=4) == pytest.approx(expected, rel=1e-3)
+    with pytest.raises(ValueError, match="at least 2 clips per side"):
+        fvd(detector, real[:1], fake)
 
 
 def test_fvd_pipeline_with_torchscript_file(detector_file):

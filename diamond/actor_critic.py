@@ -22,9 +22,9 @@ from __future__ import annotations
 import math
 
 import torch
-from einops import rearrange
 from torch import Tensor, nn
 
+from common.frames import to_signed
 from diamond.blocks import GroupNorm
 
 LSTMCellState = tuple[Tensor, Tensor]  # (hx, cx), each (B, lstm_dim)
@@ -183,7 +183,7 @@ class ActorCriticPolicy:
                 f"act: a batch of {frames.shape[0]} frames, but the policy's state holds "
                 f"{self.state[0].shape[0]}: reset() the policy first"
             )
-        x = rearrange(frames.to(self.device), "b h w c -> b c h w").float().div(255).mul(2).sub(1)
+        x = to_signed(frames.to(self.device), channels_first=True)
         self.last_logits, self.last_value, self.state = self.net(x, self.state)
         if self.greedy:
             return self.last_logits.argmax(-1)

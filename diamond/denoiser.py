@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from common.frames import to_signed
 from diamond.unet import InnerModel
 
 
@@ -31,7 +32,7 @@ class Conditioners:
 
 def quantize(x: Tensor) -> Tensor:
     """Clamp to [-1, 1] and snap to DIAMOND's 8-bit grid k / 255 * 2 - 1 (truncating, like a uint8 cast)."""
-    return x.clamp(-1, 1).add(1).div(2).mul(255).to(torch.uint8).div(255).mul(2).sub(1)
+    return to_signed(x.clamp(-1, 1).add(1).div(2).mul(255).to(torch.uint8))
 
 
 def sample_sigma(

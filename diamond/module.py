@@ -20,6 +20,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint
 from common.evaluation import evaluate_rollout
+from common.frames import to_signed
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from diamond.actor_critic import ActorCritic
@@ -27,17 +28,6 @@ from diamond.denoiser import Denoiser, sample_sigma
 from diamond.reward_end import RewEndModel
 from diamond.sampler import DiffusionSampler
 from diamond.unet import InnerModel
-
-
-def frames_to_model(frames: Tensor) -> Tensor:
-    """uint8 (..., H, W, C) -> float (..., C, H, W) on DIAMOND's grid k / 255 * 2 - 1."""
-    return rearrange(frames, "... h w c -> ... c h w").float().div(255).mul(2).sub(1)
-
-
-def frames_from_model(x: Tensor) -> Tensor:
-    """float (..., C, H, W) in [-1, 1] -> uint8 (..., H, W, C)."""
-    x = x.clamp(-1, 1).add(1).div(2).mul(255).round().to(torch.uint8)
-    return rearrange(x, "... c h w -> ... h w c")
 
 
 def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int) -> Tensor:
@@ -175,7 +165,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         hp = self.hparams
         frames, actions = batch["frames"], batch["actions"].long()
         self._check_batch(frames, actions)
-        x = frames_to_model(frames)  # (B, T, C, H, W)
+        x = to_signed(frames, channels_first=True)  # (B, T, C, H, W)
         b, t = actions.shape
         n = hp.context_length
         mask = batch.get("mask")

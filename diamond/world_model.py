@@ -15,10 +15,10 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from common.frames import to_signed, to_uint8
 from common.loader import load_world_model
 from common.world_model import Policy, Step, check_actions
 from diamond.denoiser import Denoiser
-from diamond.module import frames_from_model, frames_to_model
 from diamond.reward_end import RewEndModel
 from diamond.sampler import DiffusionSampler
 
@@ -78,7 +78,7 @@ class DiamondWorldModel:
         actions = check_actions(actions, self.num_actions).to(self.device)
         if tuple(actions.shape) != (b, t):
             raise ValueError(f"reset: actions must be ({b}, {t}), got {tuple(actions.shape)}")
-        x = frames_to_model(frames.to(self.device))
+        x = to_signed(frames.to(self.device), channels_first=True)
         self.obs, self.act, self.state = x[:, -n:].clone(), actions[:, -n:].clone(), None
         if self.policy is not None:
             self.policy.reset()
@@ -102,7 +102,7 @@ class DiamondWorldModel:
         done = self._sample(logits_end[:, 0]).bool()
         self.obs = torch.cat((self.obs[:, 1:], next_obs.unsqueeze(1)), dim=1)
         self.act = torch.cat((self.act[:, 1:], torch.zeros_like(self.act[:, :1])), dim=1)
-        return Step(frames=frames_from_model(next_obs), reward=reward, done=done)
+        return Step(frames=to_uint8(next_obs, channels_first=True), reward=reward, done=done)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "cpu") -> DiamondWorldModel:

@@ -23,13 +23,13 @@ import torch.nn.functional as F
 from common.action_nmi import ActionProbe
 from common.checkpoint import FamilyCheckpoint, check_family
 from common.evaluation import evaluate_rollout, seeded
+from common.frames import to_signed, to_uint8
 from common.metrics import mse
 from common.optim import per_step, total_steps, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
 from genie.maskgit import training_mask
-from genie.patches import to_model, to_uint8
 from genie.tokenizer import VideoTokenizer
 from genie.world_model import GenieWorldModel
 
@@ -84,7 +84,7 @@ class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         self.tokenizer = VideoTokenizer(**{k: self.hparams[k] for k in TOKENIZER_KEYS})
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        x = to_model(batch["frames"])
+        x = to_signed(batch["frames"])
         recon, _, vq_loss, stats = self.tokenizer(x)
         mse = F.mse_loss(recon, x)
         loss = mse + vq_loss
@@ -97,11 +97,11 @@ class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     @torch.no_grad()
     def reconstruct(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, H, W, C) -> its reconstruction through the tokens, uint8 (B, T, H, W, C)."""
-        return to_uint8(self.tokenizer(to_model(frames))[0])
+        return to_uint8(self.tokenizer(to_signed(frames))[0])
 
     def _evaluate(self, batch: dict, prefix: str) -> None:
         frames = batch["frames"]
-        x = to_model(frames)
+        x = to_signed(frames)
         recon, _, vq_loss, stats = self.tokenizer(x)
         metrics = {
             f"{prefix}/loss": F.mse_loss(recon, x) + vq_loss,
@@ -216,12 +216,12 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     @torch.no_grad()
     def latent_actions(self, frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, T, H, W, C) -> long (B, T): the LAM's latent action from frame t to t+1 (last one 0)."""
-        actions = self.lam.encode(to_model(frames))[1]
+        actions = self.lam.encode(to_signed(frames))[1]
         return torch.cat([actions, actions.new_zeros(actions.shape[0], 1)], 1)
 
     def _losses(self, frames: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
         """(loss, logs, the LAM's latent actions long (B, T-1)) of a batch of frames uint8 (B, T, H, W, C)."""
-        x = to_model(frames)
+        x = to_signed(frames)
         with torch.no_grad():
             tokens = self.tokenizer.encode(x)[1]  # (B, T, N)
         pred, actions, lam_vq, stats = self.lam(x)

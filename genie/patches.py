@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import torch
 from einops import rearrange
 from torch import Tensor
 
@@ -24,13 +23,3 @@ def unpatchify(patches: Tensor, patch_size: int, height: int) -> Tensor:
     return rearrange(
         patches, "b t (h w) (p q c) -> b t (h p) (w q) c", h=height // patch_size, p=patch_size, q=patch_size
     )
-
-
-def to_model(frames: Tensor) -> Tensor:
-    """uint8 [0, 255] -> float [-1, 1]."""
-    return frames.float() / 127.5 - 1.0
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """float [-1, 1] -> uint8 [0, 255] (clamped)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)

@@ -16,12 +16,12 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from common.frames import to_signed, to_uint8
 from common.loader import load_world_model
 from common.world_model import Step, check_actions
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
 from genie.maskgit import sample_frame
-from genie.patches import to_model, to_uint8
 from genie.tokenizer import VideoTokenizer
 
 
@@ -62,7 +62,7 @@ class GenieWorldModel:
         """frames: uint8 (B, T, H, W, C) real context; actions are ignored (latent actions are inferred)."""
         if frames.ndim != 5 or tuple(frames.shape[2:]) != self.frame_shape:
             raise ValueError(f"reset expects frames (B, T, {self.frame_shape}), got {tuple(frames.shape)}")
-        x = to_model(frames[:, -self.max_frames :].to(self.device))
+        x = to_signed(frames[:, -self.max_frames :].to(self.device))
         self.tokens = self.tokenizer.encode(x)[1]
         prev = torch.full(self.tokens.shape[:2], -1, dtype=torch.long, device=self.device)
         if x.shape[1] > 1:
@@ -74,7 +74,7 @@ class GenieWorldModel:
     def infer_actions(self, frames: Tensor) -> Tensor:
         """The latent actions the LAM reads from real frames: uint8 (B, T, H, W, C) -> long (B, T-1).
         Long videos go through the LAM in windows of `max_frames` that overlap by one frame."""
-        x = to_model(frames.to(self.device))
+        x = to_signed(frames.to(self.device))
         out = []
         for start in range(0, x.shape[1] - 1, self.max_frames - 1):
             out.append(self.lam.encode(x[:, start : start + self.max_frames])[1])

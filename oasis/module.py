@@ -16,6 +16,7 @@ from torch import Tensor
 
 from common.checkpoint import FamilyCheckpoint, check_family
 from common.evaluation import evaluate_rollout, seeded
+from common.frames import to_signed, to_uint8
 from common.metrics import mse
 from common.optim import per_step, warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
@@ -23,16 +24,6 @@ from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
 from oasis.vae import AutoencoderKL
 from oasis.world_model import OasisWorldModel
-
-
-def to_signed(frames: Tensor) -> Tensor:
-    """uint8 (N, H, W, C) -> float (N, C, H, W) in [-1, 1]."""
-    return rearrange(frames, "n h w c -> n c h w").float() / 127.5 - 1.0
-
-
-def to_uint8(x: Tensor) -> Tensor:
-    """float (N, C, H, W) in [-1, 1] -> uint8 (N, H, W, C)."""
-    return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
 
 
 def warmup_adamw(module: L.LightningModule, lr: float, betas, weight_decay: float, warmup_steps: int):
@@ -87,7 +78,7 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         return rearrange(frames, "b t h w c -> (b t) h w c")
 
     def training_step(self, batch: dict, batch_idx: int) -> Tensor:
-        x = to_signed(self._frames(batch, train=True))
+        x = to_signed(self._frames(batch, train=True), channels_first=True)
         recon, post = self.vae(x)
         rec = F.mse_loss(recon, x)
         kl = post.kl().mean() / post.mean[0].numel()
@@ -97,7 +88,8 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
     def _reconstruct_frames(self, frames: Tensor) -> Tensor:
         """uint8 (N, H, W, C) -> uint8 (N, H, W, C) through the posterior means."""
-        return to_uint8(self.vae.decode(self.vae.encode(to_signed(frames)).mode()))
+        x = to_signed(frames, channels_first=True)
+        return to_uint8(self.vae.decode(self.vae.encode(x).mode()), channels_first=True)
 
     @torch.no_grad()
     def reconstruct(self, frames: Tensor) -> Tensor:
@@ -210,7 +202,8 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     def latents(self, frames: Tensor, scaled: bool = True) -> Tensor:
         """uint8 (B, T, H, W, C) -> (B, T, C, h, w) posterior means (times scaling_factor)."""
         b = frames.shape[0]
-        z = self.vae.encode(to_signed(rearrange(frames, "b t h w c -> (b t) h w c"))).mean
+        x = to_signed(rearrange(frames, "b t h w c -> (b t) h w c"), channels_first=True)
+        z = self.vae.encode(x).mean
         z = rearrange(z, "(b t) (h w) c -> b t c h w", b=b, h=self.vae.seq_h)
         if self.hparams.scaling_factor is None:  # unit-variance latents: estimated once, saved in hparams
             self.hparams["scaling_factor"] = float(1.0 / z.std().clamp_min(1e-6))

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from common.frames import to_signed, to_uint8
 from common.loader import load_world_model
 from common.world_model import Step, check_actions
 from oasis.diffusion import DiffusionForcing
@@ -115,7 +116,7 @@ class OasisWorldModel:
     def encode(self, frames: Tensor) -> Tensor:
         """uint8 (B, T, H, W, C) -> scaled latents (B, T, C, h, w) (posterior means)."""
         b = frames.shape[0]
-        x = rearrange(frames.to(self.device), "b t h w c -> (b t) c h w").float() / 127.5 - 1.0
+        x = to_signed(rearrange(frames.to(self.device), "b t h w c -> (b t) h w c"), channels_first=True)
         z = self.vae.encode(x).mean * self.scaling_factor
         return rearrange(z, "(b t) (h w) c -> b t c h w", b=b, h=self.vae.seq_h)
 
@@ -123,7 +124,7 @@ class OasisWorldModel:
     def decode(self, latents: Tensor) -> Tensor:
         """scaled latents (N, C, h, w) -> uint8 (N, H, W, C)."""
         x = self.vae.decode(rearrange(latents, "n c h w -> n (h w) c") / self.scaling_factor)
-        return ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1)
+        return to_uint8(x, channels_first=True)
 
     def action_vectors(self, actions: Tensor) -> Tensor:
         """long (...) indices -> one-hot (..., A); float (..., A) vectors pass through."""

@@ -37,6 +37,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import check_family, read_meta
 from common.init_from import init_source
+from common.loader import build_module, open_checkpoint
 from common.report_metrics import differences, training_totals
 from common.resume import exit_if_preempted, resume_checkpoint, stage_checkpoint
 from common.stage_clock import StageClock
@@ -442,12 +443,12 @@ def last_is_current(trainer: L.Trainer, path: Path) -> bool:
 
 
 def load_for_eval(cfg: DictConfig, stage: str, ckpt_path: str | None) -> L.LightningModule:
-    """Eval-only: the stage's module class, loaded from ckpt_path (family and stage checked)."""
+    """Eval-only: the stage's module class, loaded from ckpt_path (family and stage checked; the file read
+    once, memory-mapped: common.loader)."""
     if not ckpt_path:
         raise StageError("train=false needs ckpt_path=PATH (a checkpoint to evaluate)")
     cls = hydra.utils.get_class(cfg.model[stage]._target_)
-    check_family(ckpt_path, cls.family, stage)
-    return cls.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
+    return build_module(open_checkpoint(ckpt_path, cls.family, stage), cls)
 
 
 def eval_stage(cfg: DictConfig) -> str:

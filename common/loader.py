@@ -35,6 +35,9 @@ FAMILIES: dict[str, tuple[str, str]] = {
     "diamond": ("world_model", "diamond.module:DiamondModule"),
     "oasis": ("dit", "oasis.module:OasisDiTModule"),
 }
+# later stages that play too: they hold the playing stage's weights and add to them (DIAMOND's agent stage:
+# the frozen world model with the trained actor-critic as its policy)
+ALSO_PLAYS: dict[tuple[str, str], str] = {("diamond", "agent"): "diamond.agent:DiamondAgentModule"}
 
 
 # in-place fills: where every weight init ends (torch.nn.init's xavier_uniform_, kaiming_uniform_, zeros_,
@@ -104,6 +107,9 @@ def build_module(ckpt: Checkpoint, cls: type | None = None, device: str | torch.
     strict `load_state_dict`; but the constructor's random initialisation is skipped (`SkipRandomInit`:
     every value it would draw is overwritten by the checkpoint's), which at Oasis-500M size was most of
     the time a load took."""
+    if cls is None and (ckpt.family, ckpt.stage) in ALSO_PLAYS:
+        module_name, cls_name = ALSO_PLAYS[(ckpt.family, ckpt.stage)].split(":")
+        cls = getattr(importlib.import_module(module_name), cls_name)
     if cls is None:
         stage, cls = module_class(ckpt.family, ckpt.path)
         check_meta(ckpt.content, ckpt.path, ckpt.family, stage)

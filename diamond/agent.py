@@ -19,7 +19,8 @@ setting) and with a uniformly random policy on the same env seeds, and imagines 
 same starts (common.evaluate_agent.evaluate_policy): `test/return_mean`, `test/return_sem`,
 `test/random_return_mean`, `test/random_return_sem`, `test/return_minus_random_z` (the difference in
 standard errors of the difference), `test/hns`, `test/imagined_return_mean`. The per-episode returns
-stay in `real_game` after the test.
+stay in `real_game` after the test. With `val_episodes` > 0 each validation plays that many real
+episodes with the agent alone (`val/return_mean`, `val/return_sem`): the real-game learning curve.
 
 Errors (one line): no world-model checkpoint, a checkpoint of another family or stage, a world model
 without a reward/end model, an action count other than the world model's (a different game).
@@ -118,6 +119,7 @@ class DiamondAgentModule(FamilyCheckpoint, L.LightningModule):
         eval_episodes: int = 0,
         eval_max_steps: int | None = None,
         eval_seed: int = 100_000,
+        val_episodes: int = 0,  # real episodes at each validation (val/return_mean: the learning curve)
         env_source: str = "atari",
         env_game: str | None = None,
         env_options: dict | None = None,
@@ -228,17 +230,23 @@ class DiamondAgentModule(FamilyCheckpoint, L.LightningModule):
     def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> None:
         self._evaluate(batch, batch_idx, "test")
 
+    def on_validation_epoch_end(self) -> None:
+        if self.hparams.val_episodes > 0 and not self.trainer.sanity_checking:
+            for name, value in self.real_game_returns("val").items():
+                self.log(name, value, rank_zero_only=True)
+
     def on_test_epoch_end(self) -> None:
-        if self.hparams.eval_episodes > 0 and not self.trainer.sanity_checking:
-            for name, value in self.real_game_returns().items():
+        if self.hparams.eval_episodes > 0:
+            for name, value in self.real_game_returns("test").items():
                 self.log(name, value, rank_zero_only=True)
 
     # ------------------------------------------------------------------------------------- real game
     @torch.no_grad()
-    def real_game_returns(self) -> dict[str, float]:
-        """The agent's and a uniform policy's returns over `eval_episodes` real episodes on the same env seeds,
-        and the agent's imagined return from the same starts over `horizon` steps
-        (common.evaluate_agent.evaluate_policy; the agent at epsilon 0, actions sampled from its softmax)."""
+    def real_game_returns(self, split: str = "test") -> dict[str, float]:
+        """test: the agent's and a uniform policy's returns over `eval_episodes` real episodes on the same env
+        seeds, and the agent's imagined return from the same starts over `horizon` steps
+        (common.evaluate_agent.evaluate_policy; the agent at epsilon 0, actions sampled from its softmax).
+        val: the agent's return alone over `val_episodes` episodes on other seeds (eval_seed + 10^6 on)."""
         from common.data.envs import make_env
         from common.evaluate_agent import evaluate_policy
 
@@ -252,16 +260,20 @@ class DiamondAgentModule(FamilyCheckpoint, L.LightningModule):
             agent = ActorCriticPolicy(
                 self.actor_critic, generator=torch.Generator().manual_seed(hp.eval_seed)
             )
-            world_model = DiamondModule.world_model(self.world_model)
-            world_model.seed(hp.eval_seed)
+            test = split == "test"
+            world_model = DiamondModule.world_model(self.world_model) if test else None
+            if world_model is not None:
+                world_model.seed(hp.eval_seed)
             out = evaluate_policy(
                 agent, world_model, env, hp.env_game if hp.env_source == "atari" else None,
-                int(hp.eval_episodes), int(hp.eval_seed), 0.0, hp.eval_max_steps, hp.horizon,
+                int(hp.eval_episodes if test else hp.val_episodes), int(hp.eval_seed) + (0 if test else 10**6),
+                0.0, hp.eval_max_steps, hp.horizon, random_baseline=test, prefix=split,
             )  # fmt: skip
         finally:
             self.actor_critic.train(was_training)
             env.close()
-        self.real_game = {k: out[k] for k in ("real", "random", "imagination")}  # per-episode values
+        if test:
+            self.real_game = {k: out[k] for k in ("real", "random", "imagination")}  # per-episode values
         return out["metrics"]
 
     # ------------------------------------------------------------------------------------- optimisation

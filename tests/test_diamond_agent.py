@@ -12,6 +12,7 @@ import json
 import pytest
 import torch
 
+from common.loader import load_world_model
 from diamond.agent import DiamondAgentModule
 from diamond.module import DiamondModule
 from tests.conftest import compose_train, run_train, tiny_data
@@ -106,15 +107,16 @@ def test_agent_checkpoint_plays(tmp_path):
     trainer.strategy.connect(agent)
     trainer.save_checkpoint(tmp_path / "agent.ckpt")
     (tmp_path / "wm.ckpt").unlink()  # self-contained: the world model's file is no longer needed
-    loaded = DiamondAgentModule.load_from_checkpoint(tmp_path / "agent.ckpt", weights_only=True)
     ckpt = torch.load(tmp_path / "agent.ckpt", weights_only=True)
     assert ckpt["worldplay"] == {"family": "diamond", "stage": "agent"}
-    wm = loaded.world_model()
-    assert wm.policy is not None and wm.num_actions == 3
-    frames = batch(2, 4)["frames"]
-    wm.reset(frames)
-    assert (wm.policy.act(frames[:, -1]) == 2).all()
-    assert wm.step(torch.tensor([2, 2])).frames.shape == (2, 16, 16, 3)
+    loaded = DiamondAgentModule.load_from_checkpoint(tmp_path / "agent.ckpt", weights_only=True)
+    # play.py and common.evaluate_agent open a checkpoint through common.loader
+    for wm in (loaded.world_model(), load_world_model(tmp_path / "agent.ckpt")):
+        assert wm.policy is not None and wm.num_actions == 3
+        frames = batch(2, 4)["frames"]
+        wm.reset(frames)
+        assert (wm.policy.act(frames[:, -1]) == 2).all()
+        assert wm.step(torch.tensor([2, 2])).frames.shape == (2, 16, 16, 3)
 
 
 def test_experiment_composes():
@@ -156,6 +158,22 @@ def test_fast_dev_run_both_stages(data_dir, tmp_path):
         "test/imagined_return_mean", "time/agent_wall_s",
     ):  # fmt: skip
         assert key in metrics, sorted(metrics)
+    # play, headless, the trained agent holding the keys (what `m` does in the window)
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    gif = tmp_path / "agent.gif"
+    cmd = [sys.executable, str(ROOT / "play.py"), f"checkpoint={tmp_path}/checkpoints/agent/last.ckpt"]
+    out = subprocess.run(
+        cmd + [f"record={gif}", "steps=2", "policy=agent"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0 and gif.is_file(), out.stderr[-2000:]
 
 
 def test_agent_stage_without_world_model_checkpoint(tmp_path):

@@ -30,7 +30,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.report_compare import compare_matrix
+from common.report_compare import compare_matrix, sweep_cells
 from common.report_headline import (
     COLUMNS,
     delta_t_keys,
@@ -262,8 +262,10 @@ def write_report(
         "",
     ]  # fmt: skip
     families, datasets = {g.family for g in groups}, {g.dataset for g in groups}
-    if len(families) > 1 or len(datasets) > 1:
-        header, rows, notes = compare_matrix(groups)
+    sweeps = sorted({g.name for g in groups if g.name == "compare_tiny"})
+    if len(families) > 1 or len(datasets) > 1 or sweeps:
+        # a compare_tiny sweep names every cell it should fill, run or not
+        header, rows, notes = compare_matrix(groups, *(sweep_cells(sweeps[0]) if sweeps else (None, None)))
         lines += ["## Families × datasets", ""]
         lines += ["Cells: next-frame PSNR − copy-last and ΔtPSNR (mean ± std [90% interval]) with verdicts;"]
         lines += ["parameters, training CPU-minutes, play ms/frame; n seeds.", ""]

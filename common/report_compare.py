@@ -116,3 +116,30 @@ def _short(verdict: str | None) -> str:
 
 def _minutes(e: Estimate) -> Estimate:
     return Estimate(tuple(v / 60 for v in e.values))
+
+
+def sweep_cells(experiment: str = "compare_tiny") -> tuple[list[str], list[str]]:
+    """(families, datasets) an experiment's Hydra sweep over `recipe` x `data` fills (conf/experiment/
+    <experiment>.yaml, `hydra.sweeper.params`): each recipe composed with each source, the family read as
+    the report reads it (the package of the last stage's module) and the dataset as `data.name`. Used so
+    that a cell the sweep should have filled and did not is named, not left out. ValueError (one line)
+    when the experiment has no such sweep."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from common.config import CONF_DIR
+
+    path = CONF_DIR / "experiment" / f"{experiment}.yaml"
+    params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
+    if "recipe" not in params or "data" not in params:
+        raise ValueError(f"{path}: hydra.sweeper.params has no recipe and data sweep")
+    families, datasets = [], []
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for recipe in str(params["recipe"]).split(","):
+            for data in str(params["data"]).split(","):
+                cfg = compose("train", overrides=[f"recipe={recipe.strip()}", f"data={data.strip()}"])
+                last = list(cfg.model)[-1]
+                family = str(cfg.model[last]._target_).split(".")[0]
+                families += [family] if family not in families else []
+                datasets += [cfg.data.name] if cfg.data.name not in datasets else []
+    return families, datasets

@@ -1,4 +1,6 @@
-"""Learning-rate schedules shared by the families: LambdaLR factors of the base learning rate."""
+"""The families' optimiser: AdamW with a learning-rate warm-up, then a cosine decay or a constant rate.
+
+Schedules are LambdaLR factors of the base learning rate, stepped every optimizer step."""
 
 from __future__ import annotations
 
@@ -39,3 +41,25 @@ def per_step(opt: torch.optim.Optimizer, factor: Callable[[int], float]) -> dict
     """Lightning's configure_optimizers value: `opt` with a LambdaLR stepped every optimizer step."""
     sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
     return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def adamw_warmup_cosine(
+    module: L.LightningModule,
+    params,
+    lr: float,
+    betas,
+    weight_decay: float,
+    warmup_steps: int,
+    min_lr: float | None = None,
+    eps: float = 1e-8,
+    offset: int = 1,
+) -> dict:
+    """Lightning's configure_optimizers value: AdamW over `params` (tensors, or param groups with their own
+    weight_decay) and `warmup_cosine` stepped every optimizer step: the rate rises over warmup_steps, then
+    falls on a cosine from lr to min_lr by the run's last step, or stays at lr (min_lr None or lr; the run's
+    length is then not needed). Genie: min_lr below lr; Oasis: constant; DIAMOND: constant or a decay, with
+    its warm-up from 0 (offset 0), its eps and no weight decay on biases and embeddings (param groups)."""
+    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay)
+    min_lr = lr if min_lr is None else min_lr
+    total = warmup_steps + 1 if min_lr == lr else total_steps(module, warmup_steps)
+    return per_step(opt, warmup_cosine(warmup_steps, total, lr, min_lr, offset))

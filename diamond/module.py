@@ -21,7 +21,8 @@ from torch import Tensor
 from common.checkpoint import FamilyCheckpoint
 from common.evaluation import evaluate_rollout
 from common.frames import to_signed
-from common.optim import per_step, total_steps, warmup_cosine
+from common.hparams import plain_hparams
+from common.optim import adamw_warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from diamond.actor_critic import ActorCritic
 from diamond.denoiser import Denoiser, sample_sigma
@@ -93,11 +94,8 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         actor_critic: dict | None = None,
     ) -> None:
         super().__init__()
-        # plain containers in hparams: checkpoints stay loadable with weights_only=True
-        depths, channels, attn_depths = list(depths), list(channels), [bool(a) for a in attn_depths]
-        rew_depths, rew_channels = list(rew_depths), list(rew_channels)
-        rew_attn_depths, betas = [bool(a) for a in rew_attn_depths], [float(b) for b in betas]
         self.save_hyperparameters()
+        plain_hparams(self)
         inner = InnerModel(
             img_channels, context_length, cond_channels, depths, channels, attn_depths, num_actions
         )
@@ -276,15 +274,14 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         decay, no_decay = [], []
         for name, p in self.named_parameters():
             (decay if p.ndim >= 2 and "emb" not in name else no_decay).append(p)
-        opt = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": hp.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
-            lr=hp.lr,
-            betas=tuple(hp.betas),
-            eps=hp.eps,
-        )
+        groups = [
+            {"params": decay, "weight_decay": hp.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         warmup = max(1, hp.warmup_steps)
-        min_lr = hp.lr if hp.min_lr is None else hp.min_lr
-        return per_step(opt, warmup_cosine(warmup, total_steps(self, warmup), hp.lr, min_lr, offset=0))
+        return adamw_warmup_cosine(
+            self, groups, hp.lr, hp.betas, hp.weight_decay, warmup, min_lr=hp.min_lr, eps=hp.eps, offset=0
+        )
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -14,18 +14,18 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import lightning as L
 import torch
 import torch.nn.functional as F
 
 from common.action_nmi import ActionProbe
-from common.checkpoint import FamilyCheckpoint, check_family
+from common.checkpoint import FamilyCheckpoint
 from common.evaluation import evaluate_rollout, seeded
 from common.frames import to_signed, to_uint8
+from common.frozen_stage import frozen_stage
+from common.hparams import plain_hparams
 from common.metrics import mse
-from common.optim import per_step, total_steps, warmup_cosine
+from common.optim import adamw_warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from genie.dynamics import DynamicsModel
 from genie.lam import LatentActionModel
@@ -37,21 +37,6 @@ TOKENIZER_KEYS = (
     "frame_size", "channels", "patch_size", "d_model", "num_heads", "enc_layers", "dec_layers",
     "num_codes", "code_dim", "quantizer", "fsq_levels", "mlp_ratio", "dropout",
 )  # fmt: skip
-
-
-def plain(value: Any) -> Any:
-    """Hydra ListConfig/DictConfig -> list/dict, so hyperparameters load with weights_only=True."""
-    if hasattr(value, "items"):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)) or type(value).__name__ == "ListConfig":
-        return [plain(v) for v in value]
-    return value
-
-
-def adamw_warmup_cosine(module: L.LightningModule, params, lr, min_lr, betas, weight_decay, warmup_steps):
-    """AdamW; LR rises linearly over warmup_steps, then follows a cosine from lr to min_lr by the last step."""
-    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    return per_step(opt, warmup_cosine(warmup_steps, total_steps(module, warmup_steps), lr, min_lr))
 
 
 class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
@@ -79,8 +64,8 @@ class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         warmup_steps: int = 10000,
     ):
         super().__init__()
-        fsq_levels, betas = plain(fsq_levels), plain(betas)
         self.save_hyperparameters()
+        plain_hparams(self)
         self.tokenizer = VideoTokenizer(**{k: self.hparams[k] for k in TOKENIZER_KEYS})
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
@@ -119,7 +104,7 @@ class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         return adamw_warmup_cosine(
-            self, self.parameters(), h.lr, h.min_lr, h.betas, h.weight_decay, h.warmup_steps
+            self, self.parameters(), h.lr, h.betas, h.weight_decay, h.warmup_steps, min_lr=h.min_lr
         )
 
 
@@ -162,28 +147,17 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         num_env_actions: int = 0,
     ):
         super().__init__()
-        tokenizer_state = None
-        if tokenizer_hparams is None:  # first construction: read the tokenizer stage's checkpoint
-            if tokenizer_ckpt is None:
-                raise ValueError(
-                    "GenieDynamicsModule: tokenizer_ckpt is null (path of a genie/tokenizer checkpoint)"
-                )
-            ckpt = check_family(tokenizer_ckpt, "genie", "tokenizer")
-            tokenizer_hparams = {k: ckpt["hyper_parameters"][k] for k in TOKENIZER_KEYS}
-            prefix = "tokenizer."
-            tokenizer_state = {
-                k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)
-            }
-        tokenizer_hparams, betas = plain(tokenizer_hparams), plain(betas)
+        # the frozen tokenizer: from the tokenizer stage's checkpoint the first time, then from tokenizer_hparams
+        self.tokenizer, tokenizer_hparams = frozen_stage(
+            VideoTokenizer, tokenizer_hparams, tokenizer_ckpt, "genie", "tokenizer",
+            lambda h: {k: h[k] for k in TOKENIZER_KEYS},
+        )  # fmt: skip
         if tokenizer_hparams["frame_size"] != frame_size:
             raise ValueError(
                 f"tokenizer frame_size {tokenizer_hparams['frame_size']} != dynamics frame_size {frame_size}"
             )
         self.save_hyperparameters()
-        self.tokenizer = VideoTokenizer(**tokenizer_hparams)
-        if tokenizer_state is not None:
-            self.tokenizer.load_state_dict(tokenizer_state)
-        self.tokenizer.requires_grad_(False).eval()
+        plain_hparams(self)
         self.lam = LatentActionModel(
             frame_size, channels, lam_patch_size, lam_d_model, lam_num_heads, lam_enc_layers,
             lam_dec_layers, num_latent_actions, lam_code_dim, mlp_ratio, dropout,
@@ -306,4 +280,6 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     def configure_optimizers(self):
         h = self.hparams
         params = [p for n, p in self.named_parameters() if not n.startswith("tokenizer.")]
-        return adamw_warmup_cosine(self, params, h.lr, h.min_lr, h.betas, h.weight_decay, h.warmup_steps)
+        return adamw_warmup_cosine(
+            self, params, h.lr, h.betas, h.weight_decay, h.warmup_steps, min_lr=h.min_lr
+        )

@@ -14,22 +14,18 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor
 
-from common.checkpoint import FamilyCheckpoint, check_family
+from common.checkpoint import FamilyCheckpoint
 from common.evaluation import evaluate_rollout, seeded
 from common.frames import to_signed, to_uint8
+from common.frozen_stage import frozen_stage
+from common.hparams import plain_hparams
 from common.metrics import mse
-from common.optim import per_step, warmup_cosine
+from common.optim import adamw_warmup_cosine
 from common.set_psnr_logging import SetPSNRLogging
 from oasis.diffusion import DiffusionForcing
 from oasis.dit import DiT
 from oasis.vae import AutoencoderKL
 from oasis.world_model import OasisWorldModel
-
-
-def warmup_adamw(module: L.LightningModule, lr: float, betas, weight_decay: float, warmup_steps: int):
-    params = [p for p in module.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
-    return per_step(opt, warmup_cosine(warmup_steps, warmup_steps + 1, lr, lr))  # constant after warm-up
 
 
 class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
@@ -58,8 +54,8 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         warmup_steps: int = 100,
     ):
         super().__init__()
-        betas = tuple(float(b) for b in betas)  # plain types in the checkpoint (no OmegaConf lists)
         self.save_hyperparameters()
+        plain_hparams(self)
         self.vae = AutoencoderKL(**self.vae_kwargs(self.hparams))
 
     @staticmethod
@@ -110,7 +106,7 @@ class OasisVAEModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return warmup_adamw(self, h.lr, h.betas, h.weight_decay, h.warmup_steps)
+        return adamw_warmup_cosine(self, self.parameters(), h.lr, h.betas, h.weight_decay, h.warmup_steps)
 
 
 class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
@@ -154,24 +150,12 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         delta_t: int = 4,
     ):
         super().__init__()
-        betas, log_horizons = (
-            tuple(float(b) for b in betas),
-            tuple(int(k) for k in log_horizons),
-        )  # plain types
+        # the frozen VAE: from the vae stage's checkpoint the first time, then from vae_hparams
+        self.vae, vae_hparams = frozen_stage(
+            AutoencoderKL, vae_hparams, vae_ckpt, "oasis", "vae", OasisVAEModule.vae_kwargs
+        )
         self.save_hyperparameters()
-        if vae_hparams is None:
-            if vae_ckpt is None:
-                raise ValueError("OasisDiTModule needs vae_ckpt (a stage-`vae` checkpoint) or vae_hparams")
-            ckpt = check_family(vae_ckpt, "oasis", "vae")
-            vae_hparams = OasisVAEModule.vae_kwargs(ckpt["hyper_parameters"])
-            self.vae = AutoencoderKL(**vae_hparams)
-            prefix = "vae."
-            state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-            self.vae.load_state_dict(state)
-            self.hparams["vae_hparams"] = vae_hparams
-        else:
-            self.vae = AutoencoderKL(**vae_hparams)
-        self.vae.requires_grad_(False).eval()
+        plain_hparams(self)
         self.dit = DiT(
             input_h=self.vae.seq_h, input_w=self.vae.seq_w, patch_size=patch_size,
             in_channels=vae_hparams["latent_dim"], hidden_size=hidden_size, depth=depth, num_heads=num_heads,
@@ -273,4 +257,5 @@ class OasisDiTModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
 
     def configure_optimizers(self):
         h = self.hparams
-        return warmup_adamw(self, h.lr, h.betas, h.weight_decay, h.warmup_steps)
+        params = [p for p in self.parameters() if p.requires_grad]  # the DiT, not the frozen VAE
+        return adamw_warmup_cosine(self, params, h.lr, h.betas, h.weight_decay, h.warmup_steps)

@@ -22,3 +22,36 @@ def test_warmup_cosine_matches_each_family_schedule():
     oasis = [warmup_cosine(w, w + 1, 1e-4, 1e-4) for w in (0, 4)]
     assert [oasis[0](s) for s in (0, 3)] == pytest.approx([1.0, 1.0])  # no warm-up
     assert [oasis[1](s) for s in (0, 3, 4, 50)] == pytest.approx([0.25, 1.0, 1.0, 1.0])
+
+
+def test_adamw_warmup_cosine_builds_each_familys_optimiser():
+    from types import SimpleNamespace
+
+    import torch
+
+    from common.optim import adamw_warmup_cosine
+
+    w, b = torch.nn.Parameter(torch.ones(2, 2)), torch.nn.Parameter(torch.zeros(2))
+    run = SimpleNamespace(trainer=SimpleNamespace(estimated_stepping_batches=110))
+
+    genie = adamw_warmup_cosine(run, [w, b], 1e-3, [0.9, 0.9], 1e-4, 10, min_lr=1e-4)
+    opt, sched = genie["optimizer"], genie["lr_scheduler"]
+    assert isinstance(opt, torch.optim.AdamW) and genie["lr_scheduler"]["interval"] == "step"
+    assert opt.defaults["betas"] == (0.9, 0.9) and opt.defaults["weight_decay"] == 1e-4
+    factor = sched["scheduler"].lr_lambdas[0]
+    assert [factor(s) for s in (0, 9, 60, 110)] == pytest.approx(
+        [0.1, 1.0, 0.55, 0.1]
+    )  # decays by the run's end
+
+    oasis = adamw_warmup_cosine(None, [w], 1e-4, (0.9, 0.99), 2e-3, 4)  # constant: needs no trainer
+    factor = oasis["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert [factor(s) for s in (0, 3, 4, 10**6)] == pytest.approx([0.25, 1.0, 1.0, 1.0])
+
+    groups = [{"params": [w], "weight_decay": 1e-2}, {"params": [b], "weight_decay": 0.0}]
+    diamond = adamw_warmup_cosine(run, groups, 1e-4, [0.9, 0.999], 1e-2, 100, eps=1e-6, offset=0)
+    opt = diamond["optimizer"]
+    assert [g["weight_decay"] for g in opt.param_groups] == [1e-2, 0.0] and opt.defaults["eps"] == 1e-6
+    factor = diamond["lr_scheduler"]["scheduler"].lr_lambdas[0]
+    assert [factor(s) for s in (0, 50, 100, 999)] == pytest.approx(
+        [0.0, 0.5, 1.0, 1.0]
+    )  # from 0, then constant

@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from einops import rearrange
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_stat_scores
 
 from common.checkpoint import FamilyCheckpoint
 from common.evaluation import evaluate_rollout
@@ -31,10 +32,17 @@ from diamond.sampler import DiffusionSampler
 from diamond.unet import InnerModel
 
 
-def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int) -> Tensor:
-    """Counts for a micro F1 over the classes other than `zero_class`: [true positives, predicted, actual]."""
-    tp = ((pred == target) & (target != zero_class)).sum()
-    return torch.stack([tp, (pred != zero_class).sum(), (target != zero_class).sum()]).float()
+def nonzero_f1_counts(pred: Tensor, target: Tensor, zero_class: int, num_classes: int = 3) -> Tensor:
+    """Counts for a micro F1 over the classes other than `zero_class`: [true positives, predicted, actual].
+
+    pred, target long (N,) in [0, num_classes) (rewards -1 / 0 / +1 as 0 / 1 / 2; ends 0 / 1). The per-class
+    counts are torchmetrics' multiclass_stat_scores, summed over the event classes."""
+    if pred.numel() == 0:  # no transition in the batch
+        return torch.zeros(3, device=pred.device)
+    # (classes, 5): true positives, false positives, true negatives, false negatives, support
+    stats = multiclass_stat_scores(pred, target, num_classes, average=None)
+    tp, fp, _, fn, _ = stats[torch.arange(num_classes, device=stats.device) != zero_class].sum(0)
+    return torch.stack([tp, tp + fp, tp + fn]).float()
 
 
 def event_f1(tp: float, predicted: float, events: float) -> float | None:

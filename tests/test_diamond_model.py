@@ -308,3 +308,17 @@ def test_event_f1_from_counts():
     assert event_f1(tp=0, predicted=0, events=3) == 0.0  # events missed: F1 0, defined
     assert event_f1(tp=3, predicted=3, events=3) == 1.0
     assert event_f1(tp=0, predicted=0, events=0) is None and event_f1(tp=0, predicted=5, events=0) is None
+
+
+def test_event_f1_counts_from_torchmetrics_equal_hand_counts():
+    """nonzero_f1_counts (torchmetrics' per-class stat scores) = TP, predicted and actual events counted by
+    hand, for rewards (3 classes, zero class 1) and ends (2 classes, zero class 0), and zeros when empty."""
+    from diamond.module import nonzero_f1_counts
+
+    g = torch.Generator().manual_seed(0)
+    for num_classes, zero in ((3, 1), (2, 0)):
+        pred, target = torch.randint(0, num_classes, (2, 200), generator=g)
+        hand = [((pred == target) & (target != zero)).sum(), (pred != zero).sum(), (target != zero).sum()]
+        assert nonzero_f1_counts(pred, target, zero, num_classes).tolist() == [float(c) for c in hand]
+    empty = torch.zeros(0, dtype=torch.long)
+    assert nonzero_f1_counts(empty, empty, 1).tolist() == [0.0, 0.0, 0.0]

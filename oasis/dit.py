@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from oasis.blocks import Mlp, PatchEmbed
 from oasis.init import init_vit_weights
 from oasis.rotary import RotaryEmbedding, apply_rotary, rotation
 
@@ -70,21 +71,6 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
     return x * (1 + scale) + shift
 
 
-class PatchEmbed(nn.Module):
-    """(N, C, H, W) -> (N, H / p, W / p, D)."""
-
-    def __init__(self, height: int, width: int, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"latent grid {height}x{width} is not divisible by patch_size {patch_size}")
-        self.grid_size = (height // patch_size, width // patch_size)
-        self.patch_size = patch_size
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rearrange(self.proj(x), "n d h w -> n h w d")
-
-
 class TimestepEmbedder(nn.Module):
     """Integer noise level (N,) -> sinusoidal features (cos | sin, 256) -> MLP -> (N, D)."""
 
@@ -106,19 +92,6 @@ class TimestepEmbedder(nn.Module):
 
     def forward(self, t: Tensor) -> Tensor:
         return self.mlp(self.sinusoidal(t, self.frequency_embedding_size))
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU(tanh) -> fc2."""
-
-    def __init__(self, dim: int, hidden: int):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate="tanh")
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class SpatialAxialAttention(nn.Module):
@@ -216,12 +189,12 @@ class SpatioTemporalDiTBlock(nn.Module):
         self.s_norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.s_attn = SpatialAxialAttention(d, num_heads, head, spatial_rotary_emb)
         self.s_norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.s_mlp = Mlp(d, hidden)
+        self.s_mlp = Mlp(d, hidden, approximate="tanh")
         self.s_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
         self.t_norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.t_attn = TemporalAxialAttention(d, num_heads, head, temporal_rotary_emb, is_causal)
         self.t_norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
-        self.t_mlp = Mlp(d, hidden)
+        self.t_mlp = Mlp(d, hidden, approximate="tanh")
         self.t_adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d))
 
     def modulations(self, c: Tensor) -> tuple[tuple[Tensor, ...], tuple[Tensor, ...]]:
@@ -304,7 +277,9 @@ class DiT(nn.Module):
         self.patch_size = patch_size
         self.max_frames = max_frames
         self.external_cond_dim = external_cond_dim
-        self.x_embedder = PatchEmbed(input_h, input_w, patch_size, in_channels, hidden_size)
+        self.x_embedder = PatchEmbed(
+            input_h, input_w, patch_size, in_channels, hidden_size, what="latent grid"
+        )
         self.t_embedder = TimestepEmbedder(hidden_size)
         # open-oasis: RotaryEmbedding(dim=head // 2, "pixel", max_freq=256), head // 4 frequencies, which a
         # table of width 2 * (head // 4) holds too when head // 2 is odd; and RotaryEmbedding(dim=head)

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from oasis.blocks import Mlp, PatchEmbed
 from oasis.init import init_vit_weights
 from oasis.rotary import RotaryEmbedding, apply_rotary, rotation
 
@@ -44,33 +45,6 @@ class DiagonalGaussian:
         if self.deterministic:
             return torch.zeros(self.mean.shape[0], device=self.mean.device)
         return 0.5 * (self.mean.pow(2) + self.logvar.exp() - 1.0 - self.logvar).sum(dim=(1, 2))
-
-
-class PatchEmbed(nn.Module):
-    """(B, C, H, W) -> (B, gh * gw, D) by a strided convolution."""
-
-    def __init__(self, height: int, width: int, patch_size: int, in_chans: int, embed_dim: int):
-        super().__init__()
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"image {height}x{width} is not divisible by patch_size {patch_size}")
-        self.grid_size = (height // patch_size, width // patch_size)
-        self.proj = nn.Conv2d(in_chans, embed_dim, kernel_size=patch_size, stride=patch_size)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return rearrange(self.proj(x), "b d h w -> b (h w) d")
-
-
-class Mlp(nn.Module):
-    """fc1 -> GELU -> fc2 (the timm Mlp layout)."""
-
-    def __init__(self, dim: int, hidden: int, approximate: str = "none"):
-        super().__init__()
-        self.fc1 = nn.Linear(dim, hidden)
-        self.act = nn.GELU(approximate=approximate)
-        self.fc2 = nn.Linear(hidden, dim)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.fc2(self.act(self.fc1(x)))
 
 
 class Attention(nn.Module):
@@ -139,7 +113,7 @@ class AutoencoderKL(nn.Module):
         self.input_height, self.input_width = input_height, input_width
         self.patch_size = patch_size
         self.use_variational = use_variational
-        self.patch_embed = PatchEmbed(input_height, input_width, patch_size, 3, enc_dim)
+        self.patch_embed = PatchEmbed(input_height, input_width, patch_size, 3, enc_dim, what="image")
         self.seq_h, self.seq_w = self.patch_embed.grid_size
         gh, gw = self.seq_h, self.seq_w
         self.encoder = nn.ModuleList(
@@ -159,7 +133,7 @@ class AutoencoderKL(nn.Module):
         init_vit_weights(self, self.patch_embed.proj)
 
     def encode(self, x: Tensor) -> DiagonalGaussian:
-        h = self.patch_embed(x)
+        h = rearrange(self.patch_embed(x), "b h w d -> b (h w) d")
         for blk in self.encoder:
             h = blk(h)
         moments = self.quant_conv(self.enc_norm(h))

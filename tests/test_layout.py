@@ -77,3 +77,15 @@ def test_families_convert_frames_with_common_frames():
         if OWN_FRAME_SCALING.search(line)
     ]
     assert not copies, f"frames scaled by hand (use common.frames.to_signed / to_uint8): {copies}"
+
+
+def test_a_family_defines_each_class_once():
+    """Two classes of one name in one family are one layer written twice (Oasis had two Mlp, two PatchEmbed)."""
+    for fam in FAMILIES:
+        where: dict[str, list[str]] = {}
+        for path in modules(fam).values():
+            for node in ast.parse(path.read_text()).body:
+                if isinstance(node, ast.ClassDef):
+                    where.setdefault(node.name, []).append(path.relative_to(ROOT).as_posix())
+        twice = {name: files for name, files in where.items() if len(files) > 1}
+        assert not twice, f"{fam}/ defines these classes more than once: {twice}"

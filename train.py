@@ -16,6 +16,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.errors import InstantiationException
+from hydra.types import RunMode
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
@@ -25,6 +26,10 @@ from common.allocator import reexec_with_malloc_settings
 from common.loop import run_loop
 from common.resume import sigterm_exit_code
 from common.stages import StageError, eval_stage, run_stage, stage_names
+
+
+class JobFailed(RuntimeError):
+    """A multirun job's one-line error: raised (not exited) so that Hydra runs the sweep's other jobs."""
 
 
 def print_config(cfg: DictConfig) -> None:
@@ -82,6 +87,10 @@ def main(cfg: DictConfig) -> float | None:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
+        if hydra.core.hydra_config.HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise JobFailed(
+                one_line(e)
+            ) from None  # Hydra records it, runs the sweep's other jobs, then fails
         sys.exit(2)
     if cfg.optimized_metric:
         if cfg.optimized_metric not in metrics:

@@ -92,3 +92,17 @@ def test_compare_report_names_every_cell_the_sweep_should_fill(tmp_path):
         row_of(matrix, "genie")[2:] == ["not run", "not run"]
         and row_of(matrix, "oasis")[1:] == ["not run"] * 3
     )
+
+
+def test_a_failed_cell_does_not_stop_the_sweep(tmp_path):
+    """Each job of a multirun fails on its own (one line), the others still run, and the sweep exits non-zero."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, str(ROOT / "train.py"), "-m", "experiment=genie_coinrun_tiny", "train=false",
+           "ckpt_path=/nonexistent/a.ckpt,/nonexistent/b.ckpt", f"hydra.sweep.dir={tmp_path}", "print_config=false",
+           "logger=csv"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode != 0
+    assert "error: checkpoint not found: /nonexistent/a.ckpt" in out.stderr
+    assert "error: checkpoint not found: /nonexistent/b.ckpt" in out.stderr  # the second job ran

@@ -130,13 +130,9 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
     def sampler(self) -> DiffusionSampler:
         hp = self.hparams
         return DiffusionSampler(
-            self.denoiser,
-            hp.num_steps_denoising,
-            hp.sampler_sigma_min,
-            hp.sampler_sigma_max,
-            hp.sampler_rho,
+            self.denoiser, hp.num_steps_denoising, hp.sampler_sigma_min, hp.sampler_sigma_max, hp.sampler_rho,
             hp.sampler_order,
-        )
+        )  # fmt: skip
 
     def world_model(self):
         """A DiamondWorldModel over the current weights (shared, not copied), with the agent as its policy."""

@@ -278,14 +278,12 @@ class DiamondAgentModule(FamilyCheckpoint, L.LightningModule):
 
     # ------------------------------------------------------------------------------------- optimisation
     def configure_optimizers(self):
-        from common.optim import per_step, warmup_cosine
+        from common.optim import adamw_warmup_cosine
 
         hp = self.hparams
-        opt = torch.optim.AdamW(
-            self.actor_critic.parameters(), lr=hp.lr, weight_decay=hp.weight_decay, eps=hp.eps
-        )
-        warmup = max(1, hp.warmup_steps)
-        return per_step(opt, warmup_cosine(warmup, warmup + 1, hp.lr, hp.lr, offset=0))
+        params, betas = self.actor_critic.parameters(), (0.9, 0.999)  # AdamW's default betas, as DIAMOND
+        warmup = max(1, hp.warmup_steps)  # then constant, DIAMOND's warm-up from 0
+        return adamw_warmup_cosine(self, params, hp.lr, betas, hp.weight_decay, warmup, eps=hp.eps, offset=0)
 
     def configure_gradient_clipping(
         self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None

@@ -32,6 +32,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from common.checkpoint import META_KEY, read_checkpoint
+from common.hparams import plain
 
 PREFIX = "pretrained:"
 MAX_HINTS = 6  # differing hyperparameters named in a mismatch line
@@ -95,7 +96,7 @@ class InitSource:
             ours = OmegaConf.to_container(mcfg, resolve=True)
         except Exception:  # noqa: BLE001 - an unresolvable config only loses the hint
             return ""
-        differ = [k for k, v in self.hparams.items() if k in ours and _plain(ours[k]) != _plain(v)]
+        differ = [k for k, v in self.hparams.items() if k in ours and plain(ours[k]) != plain(v)]
         if not differ:
             return ""
         shown = ", ".join(
@@ -164,10 +165,5 @@ def _shape(t: torch.Tensor) -> str:
     return ", ".join(str(n) for n in t.shape)
 
 
-def _plain(v: Any) -> Any:
-    """Lists and tuples compare alike (hyperparameters are saved as lists, configs may hold tuples)."""
-    return [_plain(x) for x in v] if isinstance(v, (list, tuple)) else v
-
-
 def _text(v: Any) -> str:
-    return json.dumps(_plain(v)) if isinstance(v, (list, tuple, dict)) else str(v)
+    return json.dumps(plain(v)) if isinstance(v, (list, tuple, dict)) else str(v)

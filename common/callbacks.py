@@ -7,6 +7,8 @@ callback adds what needs whole clips and files:
   real on the left and generated on the right, one row per clip, written to
   `<run_dir>/videos/<stage>/<split>_step<N>.mp4` and logged to W&B when a WandbLogger is active;
 - FVD (`<split>/fvd`) over up to `fvd_num_videos` clips when `fvd_weights` names an I3D TorchScript file;
+  FID and LPIPS (`<split>/fid`, `<split>/lpips`) over those clips' generated frames (after the real context)
+  against the real ones when `fid_weights` / `lpips_weights` name TorchScript files (common/frame_distances.py);
 - after a test, in the run directory (`video_dir` when set): `test_records.json`, the values behind the
   test metrics that a module keeps in `eval_records` (per-clip ΔtPSNR errors with their bootstrap
   interval, the latent action x control table behind action_nmi), merged over stages like metrics.json;
@@ -36,6 +38,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor
 
+from common import frame_distances
 from common import fvd as fvd_lib
 from common.evaluation import clip_actions, latent_action_video
 from common.metrics import rollout
@@ -53,7 +56,9 @@ class EvalVideoCallback(Callback):
     horizon: rollout steps after the real context (capped by the clip length).
     fvd_weights: path of an I3D TorchScript file (loaded at setup: a wrong path fails at once), or None
         to skip FVD (one line says so).
-    fvd_num_videos: clips collected over the split's batches for FVD.
+    fvd_num_videos: clips collected over the split's batches for FVD (and FID / LPIPS).
+    fid_weights, lpips_weights: TorchScript feature networks for FID / LPIPS (common/frame_distances.py),
+        loaded at setup, or None to skip them (one line says so).
     video_dir: folder for videos; None = `<Hydra run dir>/videos` (or `<trainer.default_root_dir>/videos`).
     upscale_factor: nearest-neighbour upscaling of the written video (64x64 frames are small).
     latent_action_levels: rows (distinct test levels) of latent_actions.mp4; 0 disables it.
@@ -71,6 +76,8 @@ class EvalVideoCallback(Callback):
         upscale_factor: int = 2,
         latent_action_levels: int = 4,
         latent_action_steps: int = 8,
+        fid_weights: str | None = None,
+        lpips_weights: str | None = None,
     ) -> None:
         super().__init__()
         self.num_videos = num_videos
@@ -84,6 +91,9 @@ class EvalVideoCallback(Callback):
         self.latent_action_steps = latent_action_steps
         self._starts: dict[int, Tensor] = {}  # test level seed (or clip index) -> its first frame
         self._detector = None
+        self.frame_weights = {"FID": fid_weights, "LPIPS": lpips_weights}
+        self._frame_nets: dict = {}  # "FID" / "LPIPS" -> loaded network
+        self._context = 0  # real context frames at the start of the collected clips
         self._fvd_skip_logged = False
         self._skip_logged: set[str] = set()
         self._reset()
@@ -106,10 +116,22 @@ class EvalVideoCallback(Callback):
             self._detector = fvd_lib.load_i3d(self.fvd_weights)
         return True
 
+    def _frame_networks(self) -> dict:
+        """The FID / LPIPS networks given (loaded once); a missing one is logged once and skipped."""
+        for metric, weights in self.frame_weights.items():
+            if not weights:
+                if metric not in self._skip_logged:
+                    log.info(frame_distances.skip_reason(metric, None))
+                    self._skip_logged.add(metric)
+            elif metric not in self._frame_nets:
+                self._frame_nets[metric] = frame_distances.load_network(metric, weights)
+        return self._frame_nets
+
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        """Load the I3D file before any step: a wrong eval.fvd_weights fails at once, in one line."""
+        """Load the I3D, FID and LPIPS files before any step: a wrong path fails at once, in one line."""
         if self.fvd_weights and self._detector is None:
             self._detector = fvd_lib.load_i3d(self.fvd_weights)
+        self._frame_networks()
 
     # ------------------------------------------------------------------------------------ hooks
 
@@ -159,7 +181,7 @@ class EvalVideoCallback(Callback):
                 k: v[: self.num_videos].detach().cpu() for k, v in batch.items() if torch.is_tensor(v)
             }
         collected = sum(v.shape[0] for v in self._fvd_real)
-        if collected < self.fvd_num_videos and self._fvd_enabled():
+        if collected < self.fvd_num_videos and (self._fvd_enabled() | bool(self._frame_networks())):
             pair = self._safely(self._generate, pl_module, batch, what="FVD clips")
             if pair is not None:
                 real, fake = pair
@@ -175,11 +197,21 @@ class EvalVideoCallback(Callback):
                 self._safely(self._write_video, trainer, pl_module, split, *pair, what="sample video")
         if self._fvd_real:
             real, fake = torch.cat(self._fvd_real), torch.cat(self._fvd_fake)
-            if real.shape[0] >= 2:
+            if real.shape[0] >= 2 and self._detector is not None:
                 value = fvd_lib.fvd(self._detector, real, fake)
                 pl_module.log(f"{split}/fvd", value, on_epoch=True, sync_dist=True, batch_size=real.shape[0])
-            else:
+            elif self._detector is not None:
                 log.info(f"FVD skipped for {split}: only {real.shape[0]} clip(s) collected, need at least 2")
+            frames_real = real[:, self._context :].flatten(0, 1)  # the generated frames and their targets
+            frames_fake = fake[:, self._context :].flatten(0, 1)
+            for metric, net in self._frame_networks().items():
+                distance = frame_distances.fid if metric == "FID" else frame_distances.lpips
+                value = self._safely(distance, net, frames_real, frames_fake, what=f"{metric} for {split}")
+                if value is not None:
+                    n = frames_real.shape[0]
+                    pl_module.log(
+                        f"{split}/{metric.lower()}", value, on_epoch=True, sync_dist=True, batch_size=n
+                    )
         self._reset()
 
     @torch.inference_mode()
@@ -198,6 +230,7 @@ class EvalVideoCallback(Callback):
                         f"clips of {frames.shape[1]} frames leave no step after {context} context"
                     )
                 world_model.seed(0)
+                self._context = context
                 generated = rollout(world_model, frames, clip_actions(world_model, batch), context, horizon)
                 real = frames[:, : context + horizon]
                 return real, torch.cat([frames[:, :context], generated.to(frames.device)], dim=1)

@@ -73,3 +73,25 @@ def test_without_a_network_one_line_says_why(tmp_path):
         load_network("LPIPS", tmp_path / "bad.pt")
     with pytest.raises(ValueError, match="paired uint8"):
         lpips(PixelDistance(), frames(0), frames(1, n=3))
+
+
+def test_evaluation_logs_fid_and_lpips_of_the_generated_frames(tmp_path, caplog):
+    """EvalVideoCallback with the two files: `test/fid`, `test/lpips` over the frames generated after the
+    real context (black, against bright real ones); without them one line each says why not."""
+    import logging
+
+    from common.callbacks import EvalVideoCallback
+    from tests.test_callbacks import WithWorldModel, loader, make_trainer
+
+    torch.jit.script(MeanColour()).save(str(tmp_path / "fid.pt"))
+    torch.jit.script(PixelDistance()).save(str(tmp_path / "lpips.pt"))
+    callback = EvalVideoCallback(
+        num_videos=0, horizon=3, fvd_num_videos=3, fid_weights=str(tmp_path / "fid.pt"),
+        lpips_weights=str(tmp_path / "lpips.pt"),
+    )  # fmt: skip
+    (metrics,) = make_trainer(tmp_path, callback).test(WithWorldModel(), loader())
+    assert metrics["test/fid"] > 0.01 and metrics["test/lpips"] > 0.1 and "test/fvd" not in metrics
+    with caplog.at_level(logging.INFO):
+        (metrics,) = make_trainer(tmp_path, EvalVideoCallback(num_videos=0)).test(WithWorldModel(), loader())
+    assert "test/fid" not in metrics and "test/lpips" not in metrics
+    assert any("LPIPS skipped: no feature network given" in r.message for r in caplog.records)

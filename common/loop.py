@@ -198,16 +198,18 @@ def log_epoch(cfg: DictConfig, run_dir: Path, epoch: int, metrics: dict[str, flo
 
 
 def publish_epoch(run_dir: Path, epoch: int, names: list[str], keep_every: int) -> None:
-    """Point checkpoints/<stage> at this epoch's folder; delete the previous epoch's unless kept."""
+    """Point checkpoints/<stage> at this epoch's folder; delete earlier epochs' folders except every
+    `keep_every`-th (a run killed before this step deletes them at the next epoch's)."""
     root = run_dir / "checkpoints"
     for stage in names:
         link, tmp = root / stage, root / f".{stage}.link"
         tmp.unlink(missing_ok=True)
         tmp.symlink_to(Path(epoch_name(epoch)) / stage, target_is_directory=True)
         os.replace(tmp, link)
-    old = epoch - 1
-    if old >= 1 and not (keep_every and old % keep_every == 0):
-        shutil.rmtree(root / epoch_name(old), ignore_errors=True)
+    for folder in root.glob("epoch_*"):
+        old = int(folder.name.split("_")[1])
+        if old < epoch and not (keep_every and old % keep_every == 0):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def run_loop(cfg: DictConfig, run_dir: Path) -> dict[str, float]:

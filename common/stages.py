@@ -4,6 +4,8 @@
 
     <run_dir>/checkpoints/<stage>/last.ckpt    <run_dir>/csv/<stage>/metrics.csv    <run_dir>/metrics.json
 
+(in a training loop, common/loop.py, each epoch's in <run_dir>/checkpoints/epoch_NNNN/<stage>/).
+
 Handoff: a module kwarg named `<earlier stage>_ckpt` left null is filled with that stage's
 `last.ckpt` from the same run (Genie's dynamics takes `tokenizer_ckpt`, Oasis' DiT `vae_ckpt`); the
 module holds a frozen copy of the earlier stage as its submodule `<earlier stage>` (`tokenizer`, `vae`).

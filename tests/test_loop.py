@@ -308,7 +308,7 @@ def test_atari100k_fast_dev_run(name, tmp_path):
         "data.max_steps=60",
         "data.batch_size=2",
         "data.eval_clips=2",
-        "stage_overrides.agent.data.batch_size=2",
+        "++stage_overrides.agent.data.batch_size=2",
         "model.agent.eval_episodes=0",
     ]
     out = run_train([f"experiment={name}", "trainer.fast_dev_run=true", *small], tmp_path, timeout=900)

@@ -49,7 +49,7 @@ def frozen_stage(
     state = None
     if arguments is None:
         if ckpt is None:
-            raise ValueError(f"{stage}_ckpt is null: give the path of a {family}/{stage} checkpoint")
+            raise ValueError(f"{stage}_ckpt is null: give the path of a checkpoint of {family}/{stage}")
         hparams, state = stage_weights(ckpt, family, stage)
         arguments = arguments_of(hparams)
     arguments = plain(arguments)

@@ -67,7 +67,7 @@ def test_rebuild_from_saved_arguments_needs_no_checkpoint(enc_ckpt):
 
 def test_one_line_errors_name_the_file_and_what_is_wrong(enc_ckpt, tmp_path):
     path, _ = enc_ckpt
-    with pytest.raises(ValueError, match=r"^enc_ckpt is null: give the path of a fake/enc checkpoint$"):
+    with pytest.raises(ValueError, match=r"^enc_ckpt is null: give the path of a checkpoint of fake/enc$"):
         frozen_stage(Net, None, None, "fake", "enc", arguments_of)
     with pytest.raises(ValueError, match=r"enc\.ckpt: checkpoint of fake/enc, expected oasis/vae$"):
         stage_weights(path, "oasis", "vae")

@@ -99,9 +99,16 @@ def module_class(family: str, path: str | Path = "") -> tuple[str, type]:
     return stage, getattr(importlib.import_module(module_name), cls_name)
 
 
-def build_module(ckpt: Checkpoint, cls: type | None = None, device: str | torch.device = "cpu"):
+def build_module(
+    ckpt: Checkpoint,
+    cls: type | None = None,
+    device: str | torch.device = "cpu",
+    overrides: dict | None = None,
+):
     """The LightningModule `cls` (default: the one of the checkpoint's family that plays; its stage is
-    checked) with the checkpoint's hyperparameters and weights, in eval mode on `device`.
+    checked) with the checkpoint's hyperparameters and weights, in eval mode on `device`. `overrides`
+    replace hyperparameters (evaluation settings such as a sampler's temperature or the number of rollout
+    batches; one that changes a weight's shape fails in load_state_dict, naming the tensor).
 
     As Lightning's `load_from_checkpoint`: `cls(**hyper_parameters)`, then `on_load_checkpoint`, then a
     strict `load_state_dict`; but the constructor's random initialisation is skipped (`SkipRandomInit`:
@@ -113,7 +120,7 @@ def build_module(ckpt: Checkpoint, cls: type | None = None, device: str | torch.
     if cls is None:
         stage, cls = module_class(ckpt.family, ckpt.path)
         check_meta(ckpt.content, ckpt.path, ckpt.family, stage)
-    hparams = dict(ckpt.get("hyper_parameters") or {})
+    hparams = {**(ckpt.get("hyper_parameters") or {}), **(overrides or {})}
     with SkipRandomInit():
         module = cls(**hparams)
     module.on_load_checkpoint(ckpt.content)

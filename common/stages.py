@@ -446,11 +446,18 @@ def last_is_current(trainer: L.Trainer, path: Path) -> bool:
 
 def load_for_eval(cfg: DictConfig, stage: str, ckpt_path: str | None) -> L.LightningModule:
     """Eval-only: the stage's module class, loaded from ckpt_path (family and stage checked; the file read
-    once, memory-mapped: common.loader)."""
+    once, memory-mapped: common.loader), with the checkpoint's hyperparameters except those set on the
+    command line (`model.<stage>.temperature=0`: evaluate the same weights with another sampler setting)."""
     if not ckpt_path:
         raise StageError("train=false needs ckpt_path=PATH (a checkpoint to evaluate)")
     cls = hydra.utils.get_class(cfg.model[stage]._target_)
-    return build_module(open_checkpoint(ckpt_path, cls.family, stage), cls)
+    prefix = f"model.{stage}."
+    overrides = {
+        key[len(prefix) :]: OmegaConf.to_container(OmegaConf.create({"v": OmegaConf.select(cfg, key)}))["v"]
+        for key in command_line_keys()
+        if key.startswith(prefix)
+    }
+    return build_module(open_checkpoint(ckpt_path, cls.family, stage), cls, overrides=overrides)
 
 
 def eval_stage(cfg: DictConfig) -> str:

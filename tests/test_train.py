@@ -165,3 +165,16 @@ def test_errors_reach_the_user_as_their_own_one_line_message():
         next(iter(loader))
     assert "\n" in str(caught.value)  # torch's worker re-raise carries the whole traceback
     assert one_line(caught.value) == "shard-000000.h5: frames [0, 6) cannot be read: the shard is corrupt"
+
+
+def test_eval_only_takes_model_settings_from_the_command_line(fake, tmp_path):
+    """train=false evaluates the checkpoint's weights with the hyperparameters set on the command line (a
+    sampler's temperature, rollout batches), the checkpoint's for the rest."""
+    import yaml
+
+    base, run_dir = fake
+    ckpt = f"ckpt_path={run_dir}/checkpoints/pred/last.ckpt"
+    out = run_train(base + ["train=false", ckpt, "+model.pred.lr=0.25"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    hparams = yaml.safe_load((tmp_path / "csv" / "pred" / "hparams.yaml").read_text())
+    assert hparams["lr"] == 0.25 and hparams["enc_ckpt"] is not None

@@ -78,9 +78,12 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     structural_similarity_index_measure). pred, target (..., H, W, C) uint8 or [0, 1] float, H and W
     above 5 -> (...,)."""
     lead = pred.shape[:-3]
-    x = rearrange(to_unit(pred), "... h w c -> (...) c h w")
-    y = rearrange(to_unit(target), "... h w c -> (...) c h w")
-    return structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").reshape(lead)
+    x = rearrange(to_unit(pred).float(), "... h w c -> (...) c h w")
+    y = rearrange(to_unit(target).float(), "... h w c -> (...) c h w")
+    # in float32 even inside a bf16 autocast region (a bf16-mixed stage's test): its variances are
+    # differences of nearly equal means, which bfloat16's 8-bit mantissa cancels to noise
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        return structural_similarity_index_measure(x, y, data_range=1.0, reduction="none").reshape(lead)
 
 
 @torch.inference_mode()

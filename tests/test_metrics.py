@@ -105,3 +105,16 @@ def test_rollout_metrics_copy_model_equals_baseline():
     assert values["test/psnr_next"] == values["test/psnr_copy_last"]
     expected = 10 * torch.log10(1 / mse(frames[:, 1], frames[:, 6]).double().mean()).item()
     assert values["test/rollout_copy_last_k5"] == pytest.approx(expected, abs=1e-6)
+
+
+def test_ssim_is_the_same_inside_a_bf16_autocast_region():
+    """A bf16-mixed stage tests under CPU autocast: SSIM must still be computed in float32 (in bf16 its
+    variances cancel to noise: a next-frame SSIM of -0.16 was logged where float32 gives 0.78)."""
+    g = torch.Generator().manual_seed(0)
+    a = torch.randint(0, 256, (4, 32, 32, 3), generator=g, dtype=torch.uint8)
+    b = (a.int() + torch.randint(-12, 13, a.shape, generator=g)).clamp(0, 255).to(torch.uint8)
+    plain = ssim(a, b)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        mixed = ssim(a, b)
+    assert mixed.dtype == torch.float32
+    torch.testing.assert_close(mixed, plain)

@@ -49,6 +49,7 @@ def test_genie_coinrun_is_app_f():
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_genie_experiment_fast_dev_run(experiment, data_dir, tmp_path):
     overrides = tiny_data("procgen", data_dir, clip_length=5, batch_size=1)[1:]  # keep the experiment's data
+    overrides += [f"data.name={experiment}_test"]  # its policy and env options: a folder of its own
     result = run_train([f"experiment={experiment}", "trainer.fast_dev_run=true", *overrides, *SMALL_EVAL],
                        tmp_path / "run", timeout=1200)  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,6 +20,10 @@ DATASETS = {
     "diamond_breakout_tiny": "atari_Breakout_tiny",
     "oasis_crafter": "crafter_default",
     "oasis_crafter_tiny": "crafter_default_tiny",
+    "compare_tiny": "procgen_coinrun_tiny",  # alone: its first cell
+    "diamond_atari100k": "atari_Breakout",
+    "diamond_atari100k_tiny": "atari_Breakout_tiny",
+    "diamond_boxing_agent_tiny": "atari_Boxing_tiny",
 }
 MSPACMAN_FORMS = [
     "MsPacman", "ms_pacman", "mspacman", "ALE/MsPacman-v5", "MsPacman-v4", "MsPacmanNoFrameskip-v4",

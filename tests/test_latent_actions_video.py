@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from common.callbacks import EvalVideoCallback
 from common.evaluation import latent_action_video
 from common.video import labelled_grid, read_video, write_video
+from tests import tiny_families
 
 T, S, A, LEVELS = 6, 16, 3, 5
 
@@ -33,19 +34,14 @@ class Clips(Dataset):
 
 
 def genie():
-    from genie.module import TOKENIZER_KEYS, GenieDynamicsModule, GenieTokenizerModule
-
-    tokenizer = GenieTokenizerModule(
-        frame_size=S, patch_size=4, d_model=16, num_heads=2, enc_layers=1, dec_layers=1, num_codes=16,
-        code_dim=4, mlp_ratio=2.0,
-    )  # fmt: skip
-    return GenieDynamicsModule(
-        tokenizer_hparams={k: tokenizer.hparams[k] for k in TOKENIZER_KEYS}, frame_size=S, max_frames=T,
-        num_latent_actions=A, lam_patch_size=8, lam_d_model=16, lam_num_heads=2, lam_enc_layers=1,
-        lam_dec_layers=1, lam_code_dim=4, dyn_d_model=16, dyn_num_heads=2, dyn_num_layers=1, mlp_ratio=2.0,
-        maskgit_steps=2, context_frames=2, rollout_horizon=2, delta_t=3, rollout_batches=2, rollout_clips=4,
-        env_game="procgen:coinrun", num_env_actions=15,
-    )  # fmt: skip
+    return tiny_families.genie(
+        max_frames=T,
+        num_latent_actions=A,
+        context_frames=2,
+        rollout_clips=4,
+        env_game="procgen:coinrun",
+        num_env_actions=15,
+    )
 
 
 def test_latent_actions_video_grid_and_test_records(tmp_path):

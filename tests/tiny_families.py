@@ -47,16 +47,18 @@ def oasis():
     )  # fmt: skip
 
 
-def genie():
+def genie(**overrides):
+    """A tiny Genie dynamics stage (its tokenizer's hyperparameters inside); `overrides` replace its arguments."""
     from genie.module import TOKENIZER_KEYS, GenieDynamicsModule, GenieTokenizerModule
 
     tokenizer = GenieTokenizerModule(
         frame_size=S, patch_size=4, d_model=16, num_heads=2, enc_layers=1, dec_layers=1, num_codes=16,
         code_dim=4, mlp_ratio=2.0,
     )  # fmt: skip
-    return GenieDynamicsModule(
+    args = dict(
         tokenizer_hparams={k: tokenizer.hparams[k] for k in TOKENIZER_KEYS}, frame_size=S, max_frames=T,
         num_latent_actions=4, lam_patch_size=8, lam_d_model=16, lam_num_heads=2, lam_enc_layers=1,
         lam_dec_layers=1, lam_code_dim=4, dyn_d_model=16, dyn_num_heads=2, dyn_num_layers=1, mlp_ratio=2.0,
         maskgit_steps=2, context_frames=4, rollout_horizon=2, delta_t=3, rollout_batches=2, rollout_clips=2,
     )  # fmt: skip
+    return GenieDynamicsModule(**{**args, **overrides})

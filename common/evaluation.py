@@ -75,7 +75,8 @@ def evaluate_rollout(
     generator: a CPU torch.Generator; its seed seeds the world model, its draws the rest.
     meter: a common.set_psnr_logging.SetPSNRLogging (the module): its set_psnr and add_delta_psnr.
     horizons: the rollout steps k to record (None: 1..horizon). delta_t: None or a clip shorter than it
-    skips ΔtPSNR. Returns the scalar metrics to log: {f"{prefix}/ssim_next": mean SSIM of step 1}."""
+    skips ΔtPSNR. Returns the scalar metrics to log: {f"{prefix}/ssim_next": mean SSIM of step 1,
+    f"{prefix}/ssim_copy_last": the copy-last baseline's}."""
     frames = batch["frames"]
     actions = clip_actions(world_model, batch)
     world_model.seed(generator.initial_seed())

@@ -115,7 +115,7 @@ def rollout_metrics(
     Adds per-image MSEs under f"{prefix}/psnr_next", f"{prefix}/psnr_copy_last" (step 1: the next frame
     from real context and real action) and f"{prefix}/rollout_psnr_k{k}", f"{prefix}/rollout_copy_last_k{k}"
     for k in 1..horizon (or only those k in `horizons`). Returns ({f"{prefix}/ssim_next": mean SSIM of
-    step 1}, generated uint8 (B, horizon, H, W, C)).
+    step 1, f"{prefix}/ssim_copy_last": the copy-last frame's}, generated uint8 (B, horizon, H, W, C)).
     """
     generated = rollout(world_model, frames, actions, context, horizon)
     target = frames[:, context : context + horizon]
@@ -127,7 +127,11 @@ def rollout_metrics(
         if horizons is None or k in horizons:
             meter.add(f"{prefix}/rollout_psnr_k{k}", e_gen[:, k - 1])
             meter.add(f"{prefix}/rollout_copy_last_k{k}", e_copy[:, k - 1])
-    return {f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item()}, generated
+    ssims = {
+        f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item(),
+        f"{prefix}/ssim_copy_last": ssim(last[:, 0], target[:, 0]).mean().item(),
+    }
+    return ssims, generated
 
 
 def derangement(n: int, generator: torch.Generator) -> Tensor:

@@ -30,6 +30,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
+from common.world_model import PlaysWorldModel
+
 
 def cpu_seconds() -> float:
     """User + system CPU seconds of this process (all threads) and its finished, waited-for children."""
@@ -85,7 +87,7 @@ class StageClock(Callback):
         self.before = {k: float(state_dict.get(k, 0.0)) for k in ("wall_s", "cpu_s")}
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero and hasattr(pl_module, "world_model") and not trainer.fast_dev_run:
+        if trainer.is_global_zero and isinstance(pl_module, PlaysWorldModel) and not trainer.fast_dev_run:
             self.play_ms = play_ms_per_frame(pl_module)
 
     def metrics(self) -> dict[str, float]:

@@ -96,7 +96,8 @@ def test_rollout_metrics_copy_model_equals_baseline():
     meter = SetPSNR()
     extra, generated = rollout_metrics(CopyLast(), frames, actions, 2, 5, "test", meter, horizons={1, 5})
     assert generated.shape == (3, 5, 8, 8, 3)
-    assert set(extra) == {"test/ssim_next"}
+    assert set(extra) == {"test/ssim_next", "test/ssim_copy_last"}
+    assert extra["test/ssim_next"] == extra["test/ssim_copy_last"]  # the model is the baseline
     values = meter.compute()
     assert set(values) == {
         "test/psnr_next", "test/psnr_copy_last", "test/rollout_psnr_k1", "test/rollout_copy_last_k1",

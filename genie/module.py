@@ -35,7 +35,7 @@ from genie.world_model import GenieWorldModel
 
 TOKENIZER_KEYS = (
     "frame_size", "channels", "patch_size", "d_model", "num_heads", "enc_layers", "dec_layers",
-    "num_codes", "code_dim", "quantizer", "fsq_levels", "mlp_ratio", "dropout",
+    "num_codes", "code_dim", "quantizer", "fsq_levels", "mlp_ratio", "dropout", "encoder",
 )  # fmt: skip
 
 
@@ -57,6 +57,7 @@ class GenieTokenizerModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         fsq_levels: list[int] | None = None,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        encoder: str = "st",
         lr: float = 3e-4,
         min_lr: float = 3e-4,
         betas: list[float] = (0.9, 0.9),
@@ -150,7 +151,7 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         # the frozen tokenizer: from the tokenizer stage's checkpoint the first time, then from tokenizer_hparams
         self.tokenizer, tokenizer_hparams = frozen_stage(
             VideoTokenizer, tokenizer_hparams, tokenizer_ckpt, "genie", "tokenizer",
-            lambda h: {k: h[k] for k in TOKENIZER_KEYS},
+            lambda h: {k: h[k] for k in TOKENIZER_KEYS if k in h},  # keys added later take their defaults
         )  # fmt: skip
         if tokenizer_hparams["frame_size"] != frame_size:
             raise ValueError(

@@ -4,6 +4,8 @@ frames (B, T, H, W, C) in [-1, 1] -> patches -> ST-transformer encoder -> code_d
 quantizer (VQ or FSQ) -> tokens (B, T, N) -> ST-transformer decoder -> patches -> frames.
 Both transformers are causal in time, so the tokens and reconstruction of frame t only depend on
 frames <= t, and a generated frame is decoded with the cached keys/values of the earlier frames.
+`encoder="patch"` replaces the encoder by a per-patch MLP (genie/patch_mlp.py): each token then depends on
+its own patch only, so a static patch keeps its token from frame to frame.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from genie.attention import KV
+from genie.patch_mlp import PatchMLP
 from genie.patches import check_patch, patchify, unpatchify
 from genie.quantize import make_quantizer
 from genie.st_transformer import STTransformer
@@ -32,6 +35,7 @@ class VideoTokenizer(nn.Module):
         fsq_levels: list[int] | None = None,
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
+        encoder: str = "st",
     ):
         super().__init__()
         self.frame_size, self.patch_size, self.channels = frame_size, patch_size, channels
@@ -39,7 +43,14 @@ class VideoTokenizer(nn.Module):
         self.num_patches = grid[0] * grid[1]
         patch_dim = patch_size * patch_size * channels
         self.patch_in = nn.Linear(patch_dim, d_model)
-        self.encoder = STTransformer(d_model, enc_layers, num_heads, grid, mlp_ratio, dropout)
+        if encoder == "st":
+            self.encoder = STTransformer(d_model, enc_layers, num_heads, grid, mlp_ratio, dropout)
+        elif encoder == "patch":
+            self.encoder = PatchMLP(d_model, enc_layers, mlp_ratio, dropout)
+        else:
+            raise ValueError(
+                f"tokenizer encoder {encoder!r}: expected 'st' (Genie's ST-transformer) or 'patch'"
+            )
         self.to_code = nn.Linear(d_model, code_dim)
         self.quantizer = make_quantizer(quantizer, num_codes, code_dim, fsq_levels)
         self.num_codes = self.quantizer.num_codes

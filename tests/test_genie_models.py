@@ -2,6 +2,7 @@
 
 import math
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -12,8 +13,9 @@ from genie.tokenizer import VideoTokenizer
 
 
 def tokenizer(**kw):
+    kw = {"num_codes": 64, **kw}
     return VideoTokenizer(frame_size=16, patch_size=4, d_model=32, num_heads=4, enc_layers=1, dec_layers=1,
-                          num_codes=64, code_dim=8, **kw)  # fmt: skip
+                          code_dim=8, **kw)  # fmt: skip
 
 
 def lam():
@@ -38,6 +40,20 @@ def test_tokenizer_shapes_and_causality():
     assert torch.equal(tokens2[:, :3], tokens[:, :3])
     torch.testing.assert_close(recon2[:, :3], recon[:, :3])
     assert set(stats) == {"usage", "perplexity"}
+
+
+def test_patch_encoder_keeps_the_token_of_a_static_patch():
+    """encoder="patch": changing one patch of frame 1 changes no other token; the ST encoder's tokens move."""
+    x = clip(b=1, t=2)
+    x[:, 1] = x[:, 0]
+    x[:, 1, :4, :4] = -x[:, 1, :4, :4]  # frame 1 = frame 0 with patch (0, 0) changed
+    for encoder, others_change in (("patch", False), ("st", True)):
+        torch.manual_seed(0)
+        tokens = tokenizer(encoder=encoder, num_codes=1024).eval()(x)[1]
+        assert tokens.shape == (1, 2, 16)
+        assert bool((tokens[0, 1, 1:] != tokens[0, 0, 1:]).any()) is others_change, encoder
+    with pytest.raises(ValueError, match="tokenizer encoder 'conv'"):
+        tokenizer(encoder="conv")
 
 
 def test_tokenizer_fsq_option():

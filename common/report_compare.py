@@ -22,7 +22,7 @@ from common.report_headline import (
     estimate,
     fmt_params,
 )
-from common.report_runs import Group
+from common.report_runs import Group, config_family
 from common.report_stats import Estimate, fmt_estimate, interval
 
 PLAY_KEY = "play/ms_per_frame"
@@ -133,13 +133,17 @@ def sweep_cells(experiment: str = "compare_tiny") -> tuple[list[str], list[str]]
     params = OmegaConf.select(OmegaConf.load(path), "hydra.sweeper.params") or {}
     if "recipe" not in params or "data" not in params:
         raise ValueError(f"{path}: hydra.sweeper.params has no recipe and data sweep")
+    recipes = [r.strip() for r in str(params["recipe"]).split(",")]
+    sources = [d.strip() for d in str(params["data"]).split(",")]
     families, datasets = [], []
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for recipe in str(params["recipe"]).split(","):
-            for data in str(params["data"]).split(","):
-                cfg = compose("train", overrides=[f"recipe={recipe.strip()}", f"data={data.strip()}"])
-                last = list(cfg.model)[-1]
-                family = str(cfg.model[last]._target_).split(".")[0]
-                families += [family] if family not in families else []
-                datasets += [cfg.data.name] if cfg.data.name not in datasets else []
+        # a recipe fixes the family and a source the dataset: one row and one column of the matrix name them
+        for recipe in recipes:
+            cfg = compose("train", overrides=[f"recipe={recipe}", f"data={sources[0]}"])
+            config = OmegaConf.to_container(cfg.model, resolve=False)
+            family = config_family({"model": config}, list(config)) or recipe
+            families += [family] if family not in families else []
+        for data in sources:
+            cfg = compose("train", overrides=[f"recipe={recipes[0]}", f"data={data}"])
+            datasets += [cfg.data.name] if cfg.data.name not in datasets else []
     return families, datasets

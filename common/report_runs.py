@@ -15,6 +15,7 @@ import json
 import math
 import re
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -90,14 +91,7 @@ class Run:
     @property
     def family(self) -> str:
         """`family` in the config when set, else the package of the last stage's module (`genie`, ...)."""
-        if self.config.get("family"):
-            return str(self.config["family"])
-        model = self.config.get("model") or {}
-        for stage in reversed(self.stages):
-            target = str((model.get(stage) or {}).get("_target_", ""))
-            if target:
-                return target.split(".")[0]
-        return self.name
+        return config_family(self.config, self.stages) or self.name
 
 
 @dataclass
@@ -308,3 +302,16 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
 def _short(value: str | None) -> str:
     text = "missing" if value is None else str(value).strip('"')
     return text if len(text) <= 24 else text[:21] + "..."
+
+
+def config_family(config: Mapping, stages: list[str]) -> str | None:
+    """A run's family from its config: `family` when set, else the package of the module of the last of
+    `stages` that has one (`genie.module.GenieDynamicsModule` -> `genie`); None when neither is there."""
+    if config.get("family"):
+        return str(config["family"])
+    model = config.get("model") or {}
+    for stage in reversed(stages):
+        target = str((model.get(stage) or {}).get("_target_", ""))
+        if target:
+            return target.split(".")[0]
+    return None

@@ -29,7 +29,7 @@ class PatchMLP(nn.Module):
         self.ffs = nn.ModuleList(FeedForward(d_model, mlp_ratio, dropout) for _ in range(num_layers))
         self.norm_out = nn.LayerNorm(d_model)
 
-    def forward(self, x: Tensor, past: None = None) -> tuple[Tensor, list]:
+    def forward(self, x: Tensor) -> tuple[Tensor, list]:
         for norm, ff in zip(self.norms, self.ffs):
             x = x + ff(norm(x))
         return self.norm_out(x), []

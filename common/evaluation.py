@@ -9,7 +9,9 @@ set-PSNR errors to `meter.set_psnr`, `{prefix}/psnr_next`, `psnr_copy_last`, `ro
 `rollout_copy_last_k{k}` (common.metrics.rollout_metrics); with `shuffled`, `{prefix}/psnr_next_shuffled`
 (the next frame with the batch's actions dealt to other clips: common.metrics.shuffled_next_errors); with
 `delta_t`, ΔtPSNR at t = delta_t from the first real frame, the clip's actions against uniformly random
-ones (`meter.add_delta_psnr`, common.delta_psnr). The clip's actions are `batch["actions"]`, or for a
+ones (`meter.add_delta_psnr`, common.delta_psnr). The per-clip next-frame errors also go to
+`meter.add_paired_errors` as `{prefix}/psnr_next_minus_copy_last` (and `psnr_next_minus_shuffled`), so that
+these differences are logged with bootstrap intervals over clips like ΔtPSNR. The clip's actions are `batch["actions"]`, or for a
 model of latent actions (`WorldModel.latent_actions`: Genie) the ones `world_model.infer_actions` reads
 from the clip's frames.
 
@@ -30,7 +32,7 @@ import torch
 from torch import Tensor
 
 from common.delta_psnr import delta_psnr_errors
-from common.metrics import rollout_metrics, shuffled_next_errors
+from common.metrics import mse, rollout_metrics, shuffled_next_errors
 
 
 @contextmanager
@@ -73,19 +75,28 @@ def evaluate_rollout(
     optional seeds (B,) of the clips' levels) with T >= context + horizon; see the module docstring.
 
     generator: a CPU torch.Generator; its seed seeds the world model, its draws the rest.
-    meter: a common.set_psnr_logging.SetPSNRLogging (the module): its set_psnr and add_delta_psnr.
+    meter: a common.set_psnr_logging.SetPSNRLogging (the module): its set_psnr, add_delta_psnr and
+    add_paired_errors.
     horizons: the rollout steps k to record (None: 1..horizon). delta_t: None or a clip shorter than it
     skips ΔtPSNR. Returns the scalar metrics to log: {f"{prefix}/ssim_next": mean SSIM of step 1,
     f"{prefix}/ssim_copy_last": the copy-last baseline's}."""
     frames = batch["frames"]
     actions = clip_actions(world_model, batch)
     world_model.seed(generator.initial_seed())
-    metrics, _ = rollout_metrics(
+    metrics, generated = rollout_metrics(
         world_model, frames, actions, context, horizon, prefix, meter.set_psnr, horizons
     )
+    target = frames[:, context].to(generated.device)
+    e_next = mse(generated[:, 0], target)  # (B,): the model's next frame, as in psnr_next
+    e_copy = mse(frames[:, context - 1].to(generated.device), target)
+    seeds = batch.get("seeds")
+    meter.add_paired_errors(f"{prefix}/psnr_next_minus_copy_last", (e_next, e_copy), seeds)
     if shuffled:
         errors = shuffled_next_errors(world_model, frames, actions, context, generator)
         meter.set_psnr.add(f"{prefix}/psnr_next_shuffled", errors)  # the batch's actions across clips
+        meter.add_paired_errors(
+            f"{prefix}/psnr_next_minus_shuffled", (e_next, errors.to(e_next.device)), seeds
+        )
     if delta_t is not None and frames.shape[1] >= delta_t:
         errors = delta_psnr_errors(world_model, frames, actions, delta_t, generator)
         meter.add_delta_psnr(f"{prefix}/delta_psnr_t{delta_t}", errors, batch.get("seeds"))

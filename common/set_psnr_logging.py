@@ -7,9 +7,12 @@ over ranks and logs 10·log10(1 / mean MSE) per name (after `derive_set_metrics`
 also gathers the per-clip errors of all ranks and logs the bootstrap interval over clips as `{name}_low`
 (5th percentile) and `{name}_high` (95th); when every clip's level seed is known, also the bootstrap over
 levels (whole levels resampled: clips of one level are correlated) as `{name}_low_levels` /
-`{name}_high_levels`. It keeps the per-clip values in `self.eval_records[name]`
-(plain lists: what common.callbacks writes to `<run_dir>/per_clip.json` after a test). Then it empties
-the meters.
+`{name}_high_levels`. A paired difference of set PSNRs on the same frames (the model's next frame against
+copy-last's or against the one generated with shuffled actions), added per clip with
+`self.add_paired_errors(name, errors, seeds)`, is logged as `{name}` with the same intervals: at one seed
+a verdict on "beats copy-last" reads them instead of the point value. It keeps the per-clip values in
+`self.eval_records[name]` (plain lists: what common.callbacks writes to `<run_dir>/test_records.json` after a
+test). Then it empties the meters.
 List the mixin before `L.LightningModule`; a module that defines its own epoch-end hook calls super().
 """
 
@@ -58,6 +61,22 @@ class SetPSNRLogging:
         self.set_psnr.add(f"{name}/random", errors[1])
         self.clip_errors.add(name, errors, seeds)
 
+    @property
+    def paired_names(self) -> set[str]:
+        """Names added with `add_paired_errors` (the rest of `clip_errors` are ΔtPSNRs)."""
+        if "_paired_names" not in self.__dict__:
+            self.__dict__["_paired_names"] = set()
+        return self.__dict__["_paired_names"]
+
+    def add_paired_errors(
+        self, name: str, errors: tuple[Tensor, Tensor], seeds: Tensor | None = None
+    ) -> None:
+        """Per-clip MSEs ((B,) the model's, (B,) a baseline's, on the same target frames) of the difference
+        `name` = set PSNR of the model - set PSNR of the baseline, in dB (e.g. "test/psnr_next_minus_copy_last");
+        logged at the epoch's end with its bootstrap intervals. seeds: (B,) level seeds of the clips."""
+        self.paired_names.add(name)
+        self.clip_errors.add(name, errors, seeds)
+
     def derive_set_metrics(self, values: dict[str, float]) -> dict[str, float]:
         """Set PSNRs -> the metrics to log: ΔtPSNR pairs become their difference, the rest pass through."""
         return derive_delta_psnr(values)
@@ -74,12 +93,16 @@ class SetPSNRLogging:
 
         return gather
 
-    def _delta_psnr_intervals(self) -> dict[str, float]:
-        """`{name}_low` / `{name}_high` for every ΔtPSNR of the epoch; fills `eval_records`."""
+    def _bootstrap_intervals(self) -> dict[str, float]:
+        """`{name}_low` / `{name}_high` for every ΔtPSNR and paired difference of the epoch (and the paired
+        differences' point values); fills `eval_records`."""
         out = {}
         for name, (inferred, random, seeds) in self.clip_errors.gather(self._gather_objects()).items():
             if inferred.numel() == 0:
                 continue
+            paired = name in self.paired_names
+            if paired:  # the difference of the two sets' PSNRs, as the ΔtPSNR is
+                out[name] = (psnr_of_mse(inferred.mean()) - psnr_of_mse(random.mean())).item()
             low, high = bootstrap_delta_psnr(inferred, random)
             out[f"{name}_low"], out[f"{name}_high"] = low, high
             record = {"clips": inferred.numel(), "low": low, "high": high}
@@ -87,15 +110,17 @@ class SetPSNRLogging:
                 levels = bootstrap_delta_psnr(inferred, random, groups=seeds)
                 out[f"{name}_low_levels"], out[f"{name}_high_levels"] = levels
                 record.update(levels=int(seeds.unique().numel()), low_levels=levels[0], high_levels=levels[1])
+            model, base, diff = ("mse_model", "mse_baseline", "difference") if paired else (
+                "mse_inferred", "mse_random", "delta_psnr")  # fmt: skip
             self.eval_records[name] = {
                 **record,
                 "quantiles": [0.05, 0.95],
                 "resamples": BOOTSTRAP_RESAMPLES,
                 "bootstrap_seed": BOOTSTRAP_SEED,
                 "seeds": seeds.tolist(),
-                "mse_inferred": inferred.tolist(),
-                "mse_random": random.tolist(),
-                "delta_psnr": (psnr_of_mse(inferred) - psnr_of_mse(random)).tolist(),  # per clip, dB
+                model: inferred.tolist(),
+                base: random.tolist(),
+                diff: (psnr_of_mse(inferred) - psnr_of_mse(random)).tolist(),  # per clip, dB
             }
         return out
 
@@ -104,7 +129,7 @@ class SetPSNRLogging:
         if self.trainer.world_size > 1:
             reduce = lambda t: self.trainer.strategy.reduce(t.to(self.device), reduce_op="sum").cpu()  # noqa: E731
         values = self.derive_set_metrics(self.set_psnr.compute(reduce))
-        values.update(self._delta_psnr_intervals())
+        values.update(self._bootstrap_intervals())
         for name, value in values.items():
             self.log(name, value, prog_bar=name.endswith("psnr_next") or name.endswith("psnr_recon"))
         self.set_psnr.reset()

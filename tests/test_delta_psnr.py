@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from common.delta_psnr import bootstrap_delta_psnr, delta_psnr, derive_delta_psnr
+from common.evaluation import evaluate_rollout
 from common.metrics import SetPSNR, mse, psnr_of_mse
 from common.set_psnr_logging import SetPSNRLogging
 from common.world_model import Step
 from genie.module import GenieDynamicsModule
 from oasis.module import OasisDiTModule
+from tests.test_shuffled_actions import ActionShiftModel, clips
 
 
 @pytest.mark.parametrize("derive", [derive_delta_psnr, GenieDynamicsModule.derive_set_metrics,
@@ -144,3 +146,54 @@ def test_mixin_logs_bounds_and_keeps_per_clip_values():
     assert record["seeds"] == [5, 5, 6, 7] and record["clips"] == 4 and record["levels"] == 3
     assert (record["low_levels"], record["high_levels"]) == (low, high)
     assert record["delta_psnr"] == pytest.approx((10 * torch.log10(random / inferred)).tolist(), abs=1e-4)
+
+
+def test_mixin_logs_a_paired_difference_with_its_interval():
+    """psnr_next - copy-last from per-clip errors: the set-PSNR difference, its bootstrap interval over clips,
+    and the per-clip values under model / baseline names (not the ΔtPSNR's)."""
+    m = Meter()
+    m.on_test_epoch_start()
+    model, copy = torch.tensor([0.01, 0.02, 0.01, 0.04]), torch.tensor([0.02, 0.02, 0.05, 0.03])
+    m.add_paired_errors(
+        "test/psnr_next_minus_copy_last", (model[:3], copy[:3]), seeds=torch.tensor([1, 1, 2])
+    )
+    m.add_paired_errors("test/psnr_next_minus_copy_last", (model[3:], copy[3:]), seeds=torch.tensor([3]))
+    m.on_test_epoch_end()
+    point = 10 * math.log10(copy.mean() / model.mean())  # set PSNR of the model - set PSNR of copy-last
+    assert m.logged["test/psnr_next_minus_copy_last"] == pytest.approx(point, abs=1e-5)
+    low, high = bootstrap_delta_psnr(model, copy)
+    assert m.logged["test/psnr_next_minus_copy_last_low"] == pytest.approx(low)
+    assert m.logged["test/psnr_next_minus_copy_last_high"] == pytest.approx(high)
+    assert low < point < high
+    record = m.eval_records["test/psnr_next_minus_copy_last"]
+    assert record["mse_model"] == pytest.approx(model.tolist()) and record["mse_baseline"] == pytest.approx(
+        copy.tolist()
+    )
+    assert "delta_psnr" not in record and record["levels"] == 3
+
+
+class SeededActionShiftModel(ActionShiftModel):
+    """ActionShiftModel with the rest of what evaluate_rollout calls (recorded actions, a seed)."""
+
+    latent_actions = False
+
+    def seed(self, seed):
+        pass
+
+
+def test_evaluation_logs_next_frame_differences_with_intervals():
+    """evaluate_rollout on a model that follows its actions exactly: next frame far above copy-last and
+    above the shuffled-action frame, both with an interval that excludes 0."""
+    frames, actions = clips()
+    m = Meter()
+    m.on_test_epoch_start()
+    batch = {"frames": frames, "actions": actions}
+    evaluate_rollout(SeededActionShiftModel(), batch, torch.Generator().manual_seed(0), context=2, horizon=1,
+                     prefix="test", meter=m)  # fmt: skip
+    m.on_test_epoch_end()
+    for name in ("test/psnr_next_minus_copy_last", "test/psnr_next_minus_shuffled"):
+        assert m.logged[f"{name}_low"] > 20, name  # the model is exact; copy-last and shuffled are not
+        assert m.logged[f"{name}_low"] <= m.logged[name] <= m.logged[f"{name}_high"]
+    assert m.logged["test/psnr_next_minus_copy_last"] == pytest.approx(
+        m.logged["test/psnr_next"] - m.logged["test/psnr_copy_last"], abs=1e-4
+    )

@@ -132,6 +132,7 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         mlp_ratio: float = 4.0,
         dropout: float = 0.0,
         mask_rate_min: float = 0.5,
+        copy_gate: bool = False,
         maskgit_steps: int = 25,
         temperature: float = 1.0,
         context_frames: int = 4,
@@ -166,7 +167,7 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         grid = (frame_size // tokenizer_hparams["patch_size"],) * 2
         self.dynamics = DynamicsModel(
             self.tokenizer.num_codes, num_latent_actions, grid, dyn_d_model, dyn_num_heads, dyn_num_layers,
-            mlp_ratio, dropout,
+            mlp_ratio, dropout, copy_gate,
         )  # fmt: skip
         # latent action x recorded control over each evaluation epoch's transitions (not in the state dict)
         self.action_probe = (
@@ -203,7 +204,8 @@ class GenieDynamicsModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         lam_mse = F.mse_loss(pred, x[:, 1:])
         prev = torch.cat([actions.new_full((actions.shape[0], 1), -1), actions], 1)  # indices: stop-grad
         mask = training_mask(tokens.shape, (self.hparams.mask_rate_min, 1.0), device=tokens.device)
-        logits, _ = self.dynamics(tokens.masked_fill(mask, self.dynamics.mask_id), prev)
+        before = F.pad(tokens[:, :-1], (0, 0, 1, 0), value=-1)  # (B, T, N): each frame's previous codes
+        logits, _ = self.dynamics(tokens.masked_fill(mask, self.dynamics.mask_id), prev, prev_tokens=before)
         ce = F.cross_entropy(logits[mask], tokens[mask])
         acc = (logits[mask].argmax(-1) == tokens[mask]).float().mean()
         loss = lam_mse + lam_vq + ce

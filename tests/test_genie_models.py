@@ -90,6 +90,32 @@ def test_dynamics_shapes_and_causality():
     assert not torch.allclose(logits2[:, 4], logits[:, 4])
 
 
+def test_copy_gate_adds_its_value_to_the_previous_frames_code():
+    """copy_gate=True: neutral at initialisation; its value lands on the logit of the code the same position
+    held one frame before, nowhere else and not on a frame without one; no prev_tokens is an error."""
+    torch.manual_seed(0)
+    dyn = DynamicsModel(num_codes=64, num_actions=4, grid=(4, 4), d_model=32, num_heads=4, num_layers=1,
+                        copy_gate=True).eval()  # fmt: skip
+    tokens = torch.randint(64, (2, 3, 16))
+    prev = torch.tensor([[-1, 0, 1], [-1, 3, 2]])
+    before = torch.nn.functional.pad(tokens[:, :-1], (0, 0, 1, 0), value=-1)
+    plain = DynamicsModel(
+        num_codes=64, num_actions=4, grid=(4, 4), d_model=32, num_heads=4, num_layers=1
+    ).eval()
+    plain.load_state_dict({k: v for k, v in dyn.state_dict().items() if not k.startswith("copy_gate")})
+    at_init, _ = dyn(tokens, prev, prev_tokens=before)
+    torch.testing.assert_close(at_init, plain(tokens, prev)[0])
+    with torch.no_grad():
+        dyn.copy_gate.bias.fill_(5.0)
+    gated, _ = dyn(tokens, prev, prev_tokens=before)
+    bonus = gated - at_init
+    expected = torch.zeros_like(bonus)
+    expected[:, 1:].scatter_(-1, tokens[:, :-1, :, None], 5.0)
+    torch.testing.assert_close(bonus, expected)
+    with pytest.raises(ValueError, match="prev_tokens"):
+        dyn(tokens, prev)
+
+
 def fit(model, loss_fn, steps=30, lr=3e-3):
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     losses = []

@@ -156,3 +156,21 @@ def test_cached_equals_uncached(checkpoints):
         wm.reset(frames[:, :3])
         outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_copy_gate_module_trains_and_cached_equals_uncached(checkpoints):
+    """copy_gate=True through the stage: a training step's loss is finite, and the world model's cached
+    generation (the gate reads the last frame's codes) matches the uncached one."""
+    torch.manual_seed(0)
+    module = GenieDynamicsModule(tokenizer_ckpt=str(checkpoints[0]), **{**DYNAMICS, "copy_gate": True})
+    with torch.no_grad():
+        module.dynamics.copy_gate.bias.fill_(2.0)  # a gate that matters
+    frames = torch.stack([Clips()[i]["frames"] for i in range(2)])
+    loss, logs, _ = module._losses(frames)
+    assert torch.isfinite(loss) and 0 <= logs["dyn_token_acc"] <= 1
+    outputs = []
+    for use_cache in (True, False):
+        wm = module.world_model(use_cache=use_cache, seed=0, maskgit_steps=4)
+        wm.reset(frames[:, :3])
+        outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
+    assert torch.equal(outputs[0], outputs[1])

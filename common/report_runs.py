@@ -245,8 +245,9 @@ def comparable_config(run: Run) -> dict[str, str]:
 
 
 def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
-    """Group runs whose configs differ only in seed, label each group `experiment · dataset`, and flag
-    groups of one experiment and dataset that differ in more than the seed (labelled by those keys)."""
+    """Group runs whose configs differ only in seed, label each group `experiment · dataset` (`· family`
+    added where one experiment holds several families on that dataset), and flag groups of one experiment,
+    dataset and family that differ in more than the seed (labelled by those keys)."""
     by_key: dict[str, list[Run]] = defaultdict(list)
     configs = {id(r): comparable_config(r) for r in runs}
     # keys interpolated from the seed (e.g. a callback's `seed: ${seed}`) equal it in every run
@@ -261,11 +262,15 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
     groups = [Group(key=k, runs=sorted(v, key=lambda r: str(r.seed))) for k, v in by_key.items()]
     groups.sort(key=lambda g: (g.name, g.dataset, g.key))
 
-    by_cell: dict[tuple[str, str], list[Group]] = defaultdict(list)
+    # one experiment may train several families on a dataset (compare_tiny's cells): each family its own
+    # group, named by it; only groups of one family that differ in more than the seed are flagged
+    by_cell: dict[tuple[str, str, str], list[Group]] = defaultdict(list)
+    families: dict[tuple[str, str], set[str]] = defaultdict(set)
     for g in groups:
-        by_cell[(g.name, g.dataset)].append(g)
-    for (name, dataset), same in by_cell.items():
-        base = f"{name} · {dataset}"
+        by_cell[(g.name, g.dataset, g.family)].append(g)
+        families[(g.name, g.dataset)].add(g.family)
+    for (name, dataset, family), same in by_cell.items():
+        base = f"{name} · {dataset}" + (f" · {family}" if len(families[(name, dataset)]) > 1 else "")
         if len(same) == 1:
             same[0].label = base
             continue
@@ -282,7 +287,7 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
             cfg = configs[id(g.runs[0])]
             g.label = base + " [" + ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing[:4]) + "]"
         messages.append(
-            f"runs named {name!r} on {dataset} differ in more than the seed ({', '.join(differing[:8])}"
+            f"runs named {name!r} on {dataset}{f' ({family})' if base.count(' · ') > 1 else ''} differ in more than the seed ({', '.join(differing[:8])}"
             f"{', ...' if len(differing) > 8 else ''}): reported as {len(same)} separate groups, not mixed"
         )
     labels = [g.label for g in groups]

@@ -422,6 +422,19 @@ def test_report_shows_the_compare_matrix_for_several_families(tmp_path):
     assert report.index("## Families × datasets") < report.index("## genie_tiny · procgen_coinrun")
 
 
+def test_one_experiment_over_several_families_groups_and_names_them_by_family(tmp_path):
+    """compare_tiny's cells share an experiment name: on one dataset each family is its own group, labelled
+    with the family, and not flagged as runs that differ in more than the seed."""
+    root = tmp_path / "m"
+    make_run(root, 0, name="compare_tiny", final={"test/psnr_next": 25.0})
+    make_run(root, 0, name="compare_tiny", stages=DIAMOND, lr=1e-4, final={"test/psnr_next": 26.0})
+    report_path, messages = write_report([root], tmp_path / "out")
+    report = report_path.read_text()
+    assert "## compare_tiny · procgen_coinrun_tiny · genie" in report
+    assert "## compare_tiny · procgen_coinrun_tiny · diamond" in report
+    assert not [m for m in messages if "differ in more than the seed" in m]
+
+
 # -------------------------------------------------------------------------------------------- output
 
 

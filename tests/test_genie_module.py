@@ -147,15 +147,21 @@ def test_infer_actions_windows_long_videos(checkpoints):
     assert torch.equal(actions[:, : wm.max_frames - 1], first), "the first window is read as on its own"
 
 
-def test_cached_equals_uncached(checkpoints):
-    module = GenieDynamicsModule.load_from_checkpoint(checkpoints[1], weights_only=True)
-    frames = torch.stack([Clips()[i]["frames"] for i in range(2)])
+def assert_cached_equals_uncached(module, frames):
+    """Five generated frames from the first 3 of `frames` (uint8 (2, T, H, W, C)) are equal with the world
+    model's caches and without them."""
     outputs = []
     for use_cache in (True, False):
         wm = module.world_model(use_cache=use_cache, seed=0, maskgit_steps=4)
         wm.reset(frames[:, :3])
         outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
     assert torch.equal(outputs[0], outputs[1])
+
+
+def test_cached_equals_uncached(checkpoints):
+    module = GenieDynamicsModule.load_from_checkpoint(checkpoints[1], weights_only=True)
+    frames = torch.stack([Clips()[i]["frames"] for i in range(2)])
+    assert_cached_equals_uncached(module, frames)
 
 
 def test_copy_gate_module_trains_and_cached_equals_uncached(checkpoints):
@@ -168,9 +174,4 @@ def test_copy_gate_module_trains_and_cached_equals_uncached(checkpoints):
     frames = torch.stack([Clips()[i]["frames"] for i in range(2)])
     loss, logs, _ = module._losses(frames)
     assert torch.isfinite(loss) and 0 <= logs["dyn_token_acc"] <= 1
-    outputs = []
-    for use_cache in (True, False):
-        wm = module.world_model(use_cache=use_cache, seed=0, maskgit_steps=4)
-        wm.reset(frames[:, :3])
-        outputs.append(torch.stack([wm.step(torch.tensor([1, 2])).frames for _ in range(5)], 1))
-    assert torch.equal(outputs[0], outputs[1])
+    assert_cached_equals_uncached(module, frames)

@@ -270,7 +270,8 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
         by_cell[(g.name, g.dataset, g.family)].append(g)
         families[(g.name, g.dataset)].add(g.family)
     for (name, dataset, family), same in by_cell.items():
-        base = f"{name} · {dataset}" + (f" · {family}" if len(families[(name, dataset)]) > 1 else "")
+        several = len(families[(name, dataset)]) > 1
+        base = f"{name} · {dataset}" + (f" · {family}" if several else "")
         if len(same) == 1:
             same[0].label = base
             continue
@@ -287,7 +288,7 @@ def group_runs(runs: list[Run], messages: list[str]) -> list[Group]:
             cfg = configs[id(g.runs[0])]
             g.label = base + " [" + ", ".join(f"{k}={_short(cfg.get(k))}" for k in differing[:4]) + "]"
         messages.append(
-            f"runs named {name!r} on {dataset}{f' ({family})' if base.count(' · ') > 1 else ''} differ in more than the seed ({', '.join(differing[:8])}"
+            f"runs named {name!r} on {dataset}{f' ({family})' if several else ''} differ in more than the seed ({', '.join(differing[:8])}"
             f"{', ...' if len(differing) > 8 else ''}): reported as {len(same)} separate groups, not mixed"
         )
     labels = [g.label for g in groups]

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from common.delta_psnr import delta_psnr_errors
-from common.metrics import mse, rollout_metrics, shuffled_next_errors
+from common.metrics import rollout_metrics, shuffled_next_errors
 
 
 @contextmanager
@@ -83,12 +83,9 @@ def evaluate_rollout(
     frames = batch["frames"]
     actions = clip_actions(world_model, batch)
     world_model.seed(generator.initial_seed())
-    metrics, generated = rollout_metrics(
-        world_model, frames, actions, context, horizon, prefix, meter.set_psnr, horizons
-    )
-    target = frames[:, context].to(generated.device)
-    e_next = mse(generated[:, 0], target)  # (B,): the model's next frame, as in psnr_next
-    e_copy = mse(frames[:, context - 1].to(generated.device), target)
+    result = rollout_metrics(world_model, frames, actions, context, horizon, prefix, meter.set_psnr, horizons)
+    e_next = result.next_errors  # (B,): the model's next frame, as in psnr_next
+    e_copy = result.copy_errors.to(e_next.device)
     seeds = batch.get("seeds")
     meter.add_paired_errors(f"{prefix}/psnr_next_minus_copy_last", (e_next, e_copy), seeds)
     if shuffled:
@@ -99,8 +96,8 @@ def evaluate_rollout(
         )
     if delta_t is not None and frames.shape[1] >= delta_t:
         errors = delta_psnr_errors(world_model, frames, actions, delta_t, generator)
-        meter.add_delta_psnr(f"{prefix}/delta_psnr_t{delta_t}", errors, batch.get("seeds"))
-    return metrics
+        meter.add_delta_psnr(f"{prefix}/delta_psnr_t{delta_t}", errors, seeds)
+    return result.ssims
 
 
 @torch.inference_mode()

@@ -14,6 +14,7 @@ was set by eps rather than by the frames that change.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 from einops import rearrange
@@ -100,6 +101,19 @@ def rollout(world_model, frames: Tensor, actions: Tensor, context: int, horizon:
     return torch.stack(out, dim=1)
 
 
+class Rollout(NamedTuple):
+    """What `rollout_metrics` measured beside the errors it added to its meter.
+
+    ssims: {f"{prefix}/ssim_next": mean SSIM of step 1, f"{prefix}/ssim_copy_last": the copy-last frame's};
+    generated: uint8 (B, horizon, H, W, C); next_errors, copy_errors: float (B,), step 1's per-clip MSE of
+    the model and of the copy-last baseline (the pairs behind psnr_next and psnr_copy_last)."""
+
+    ssims: dict[str, float]
+    generated: Tensor
+    next_errors: Tensor
+    copy_errors: Tensor
+
+
 def rollout_metrics(
     world_model,
     frames: Tensor,
@@ -109,13 +123,12 @@ def rollout_metrics(
     prefix: str,
     meter: SetPSNR,
     horizons: set[int] | None = None,
-) -> tuple[dict[str, float], Tensor]:
+) -> Rollout:
     """Roll `world_model` out and add its errors and the copy-last-frame baseline's to `meter`.
 
     Adds per-image MSEs under f"{prefix}/psnr_next", f"{prefix}/psnr_copy_last" (step 1: the next frame
     from real context and real action) and f"{prefix}/rollout_psnr_k{k}", f"{prefix}/rollout_copy_last_k{k}"
-    for k in 1..horizon (or only those k in `horizons`). Returns ({f"{prefix}/ssim_next": mean SSIM of
-    step 1, f"{prefix}/ssim_copy_last": the copy-last frame's}, generated uint8 (B, horizon, H, W, C)).
+    for k in 1..horizon (or only those k in `horizons`). Returns a `Rollout`.
     """
     generated = rollout(world_model, frames, actions, context, horizon)
     target = frames[:, context : context + horizon]
@@ -131,7 +144,7 @@ def rollout_metrics(
         f"{prefix}/ssim_next": ssim(generated[:, 0], target[:, 0]).mean().item(),
         f"{prefix}/ssim_copy_last": ssim(last[:, 0], target[:, 0]).mean().item(),
     }
-    return ssims, generated
+    return Rollout(ssims, generated, e_gen[:, 0], e_copy[:, 0])
 
 
 def derangement(n: int, generator: torch.Generator) -> Tensor:

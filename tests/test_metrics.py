@@ -94,7 +94,8 @@ def test_rollout_metrics_copy_model_equals_baseline():
     frames = torch.randint(0, 256, (3, 7, 8, 8, 3), dtype=torch.uint8)
     actions = torch.zeros(3, 7, dtype=torch.long)
     meter = SetPSNR()
-    extra, generated = rollout_metrics(CopyLast(), frames, actions, 2, 5, "test", meter, horizons={1, 5})
+    result = rollout_metrics(CopyLast(), frames, actions, 2, 5, "test", meter, horizons={1, 5})
+    extra, generated = result.ssims, result.generated
     assert generated.shape == (3, 5, 8, 8, 3)
     assert set(extra) == {"test/ssim_next", "test/ssim_copy_last"}
     assert extra["test/ssim_next"] == extra["test/ssim_copy_last"]  # the model is the baseline
@@ -104,6 +105,10 @@ def test_rollout_metrics_copy_model_equals_baseline():
         "test/rollout_psnr_k5", "test/rollout_copy_last_k5",
     }  # fmt: skip
     assert values["test/psnr_next"] == values["test/psnr_copy_last"]
+    assert torch.equal(result.next_errors, result.copy_errors)
+    assert torch.equal(
+        result.copy_errors, mse(frames[:, 1], frames[:, 2])
+    )  # step 1 against the last context frame
     expected = 10 * torch.log10(1 / mse(frames[:, 1], frames[:, 6]).double().mean()).item()
     assert values["test/rollout_copy_last_k5"] == pytest.approx(expected, abs=1e-6)
 

@@ -95,13 +95,17 @@ class GenieWorldModel:
             if self.dyn_kv is None:
                 self.dyn_kv = self.dynamics(self.tokens, self.prev_actions, logits=False)[1]
             last = self.tokens[:, -1:]  # (B, 1, N): the copy gate's source (DynamicsModel)
-            logits_fn = lambda t: self.dynamics(t[:, None], act, past=self.dyn_kv, prev_tokens=last)[0][:, 0]
+
+            def logits_fn(masked: Tensor) -> Tensor:  # (B, N) -> (B, N, vocab), the new frame only
+                return self.dynamics(masked[:, None], act, past=self.dyn_kv, prev_tokens=last)[0][:, 0]
         else:
             tokens, prev = self.tokens, torch.cat([self.prev_actions, act], 1)
             before = torch.nn.functional.pad(tokens, (0, 0, 1, 0), value=-1)  # (B, T + 1, N)
-            logits_fn = lambda t: self.dynamics(torch.cat([tokens, t[:, None]], 1), prev, prev_tokens=before)[
-                0
-            ][:, -1]
+
+            def logits_fn(masked: Tensor) -> Tensor:  # (B, N) -> (B, N, vocab), from the whole window
+                window = torch.cat([tokens, masked[:, None]], 1)  # (B, T + 1, N)
+                return self.dynamics(window, prev, prev_tokens=before)[0][:, -1]
+
         new = sample_frame(
             logits_fn,
             b,

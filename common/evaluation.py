@@ -84,8 +84,8 @@ def evaluate_rollout(
     actions = clip_actions(world_model, batch)
     world_model.seed(generator.initial_seed())
     result = rollout_metrics(world_model, frames, actions, context, horizon, prefix, meter.set_psnr, horizons)
-    e_next = result.next_errors  # (B,): the model's next frame, as in psnr_next
-    e_copy = result.copy_errors.to(e_next.device)
+    # (B,) each, on one device: the per-clip errors behind psnr_next and psnr_copy_last
+    e_next, e_copy = result.next_errors, result.copy_errors
     seeds = batch.get("seeds")
     meter.add_paired_errors(f"{prefix}/psnr_next_minus_copy_last", (e_next, e_copy), seeds)
     if shuffled:

@@ -106,9 +106,8 @@ def test_rollout_metrics_copy_model_equals_baseline():
     }  # fmt: skip
     assert values["test/psnr_next"] == values["test/psnr_copy_last"]
     assert torch.equal(result.next_errors, result.copy_errors)
-    assert torch.equal(
-        result.copy_errors, mse(frames[:, 1], frames[:, 2])
-    )  # step 1 against the last context frame
+    # step 1's copy-last error: the last context frame against the first target frame
+    assert torch.equal(result.copy_errors, mse(frames[:, 1], frames[:, 2]))
     expected = 10 * torch.log10(1 / mse(frames[:, 1], frames[:, 6]).double().mean()).item()
     assert values["test/rollout_copy_last_k5"] == pytest.approx(expected, abs=1e-6)
 

@@ -9,6 +9,10 @@ Batch (from common.data): frames uint8 (B, T, H, W, C), actions long (B, T), rew
 terminals bool (B, T); action t leads from frame t to t+1. Optional `mask` bool (B, T): frame t is real.
 The denoiser learns p(frame t+n | frames t..t+n-1, actions t..t+n-1) on `denoiser_windows` random
 windows per clip (n = context_length); the reward/end model sees every transition of the clip.
+`rew_event_weight` > 1 weighs the cross-entropy of the event classes (rewards -1 and +1, end) that much
+above the common one: under random play ~1-2% of Atari transitions pay a reward, and an unweighted model
+that predicts none sits at its loss floor (DIAMOND: 1, unweighted; with `data.event_weight`, clips holding
+an event are also drawn more often, common/data/sampler.py).
 """
 
 from __future__ import annotations
@@ -80,6 +84,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         rew_depths: list[int] = (2, 2, 2, 2),
         rew_channels: list[int] = (32, 32, 32, 32),
         rew_attn_depths: list[bool] = (False, False, False, False),
+        rew_event_weight: float = 1.0,
         # sampler used by world_model()
         num_steps_denoising: int = 3,
         sampler_sigma_min: float = 2e-3,
@@ -206,8 +211,10 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         tr_mask = torch.cat((tr_mask[:, :-1], tr_mask[:, -1:] & end[:, -1:]), dim=1)
         target_rew = rew.sign().long().add(1)[tr_mask]
         target_end = end.long()[tr_mask]
-        loss_rew = torch.nn.functional.cross_entropy(logits_rew[tr_mask], target_rew)
-        loss_end = torch.nn.functional.cross_entropy(logits_end[tr_mask], target_end)
+        w = hp.rew_event_weight  # the event classes' weight: -1 and +1 rewards, end (DIAMOND: 1)
+        w_rew, w_end = logits_rew.new_tensor([w, 1.0, w]), logits_end.new_tensor([1.0, w])
+        loss_rew = torch.nn.functional.cross_entropy(logits_rew[tr_mask], target_rew, weight=w_rew)
+        loss_end = torch.nn.functional.cross_entropy(logits_end[tr_mask], target_end, weight=w_end)
         return {
             "loss": loss_den + loss_rew + loss_end,
             "loss_denoising": loss_den,

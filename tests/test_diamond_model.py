@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 
+from common.frames import to_signed
 from diamond.denoiser import Denoiser, quantize
 from diamond.module import DiamondModule
 from diamond.reward_end import RewEndModel
@@ -236,6 +237,38 @@ def test_terminal_transition_reaches_the_end_head():
     out = module.losses(synthetic_batches(1)[0])
     # 6 transitions with a next frame per clip, plus the terminal last transition of clip 0
     assert out["target_end"].shape == (2 * 6 + 1,) and out["target_end"].sum() == 1
+
+
+def test_rew_event_weight_weighs_the_event_classes():
+    """rew_event_weight w: the reward and end cross-entropies weigh the event classes (-1, +1; end) w, the
+    common class 1 (a weighted mean); w = 1 is DIAMOND's unweighted loss. Same weights, same batch."""
+    import torch.nn.functional as F
+
+    batch = synthetic_batches(1)[0]
+    batch["rewards"].zero_()
+    batch["rewards"][0, 2], batch["rewards"][1, 4] = 1.0, -1.0
+    torch.manual_seed(0)
+    plain = DiamondModule(**TINY)
+    weighted = DiamondModule(**TINY, rew_event_weight=5.0)
+    weighted.load_state_dict(plain.state_dict())
+    out, out_w = plain.losses(batch), weighted.losses(batch)
+    assert torch.equal(out["pred_rew"], out_w["pred_rew"])
+    # the per-transition losses, recovered from the logits the plain module predicts
+    x = to_signed(batch["frames"], channels_first=True)
+    next_x = torch.cat((x[:, 1:], x[:, -1:]), dim=1)
+    with torch.no_grad():
+        logits_rew, logits_end, _ = plain.rew_end_model(x, batch["actions"].long(), next_x)
+    keep = torch.ones_like(batch["terminals"])
+    keep[:, -1] = batch["terminals"][:, -1]
+    target = out["target_rew"]
+    per = F.cross_entropy(logits_rew[keep], target, reduction="none")
+    w = torch.where(target == 1, 1.0, 5.0)
+    assert (target != 1).sum() == 2
+    assert out["loss_rew"].item() == pytest.approx(per.mean().item(), rel=1e-5)
+    assert out_w["loss_rew"].item() == pytest.approx(((w * per).sum() / w.sum()).item(), rel=1e-5)
+    per_end = F.cross_entropy(logits_end[keep], out["target_end"], reduction="none")
+    w_end = torch.where(out["target_end"] == 1, 5.0, 1.0)
+    assert out_w["loss_end"].item() == pytest.approx(((w_end * per_end).sum() / w_end.sum()).item(), rel=1e-5)
 
 
 def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):

@@ -89,7 +89,8 @@ def run_real_episodes(
         policy.reset()
         rewards, frames, actions, done, t = [], [], [], False, 0
         while not done and (max_steps is None or t < max_steps):
-            action = int(policy.act(torch.from_numpy(np.ascontiguousarray(frame))[None])[0])
+            frame_t = torch.from_numpy(np.array(frame))  # a copy: an env's frame may be read-only
+            action = int(policy.act(frame_t[None])[0])
             if epsilon > 0 and rng.random() < epsilon:
                 action = int(rng.integers(env.num_actions))
             if t < context:

@@ -24,6 +24,8 @@ DATASETS = {
     "diamond_atari100k": "atari_Breakout",
     "diamond_atari100k_tiny": "atari_Breakout_tiny",
     "diamond_boxing_agent_tiny": "atari_Boxing_tiny",
+    "diamond_assault_agent_tiny": "atari_Assault_tiny",
+    "diamond_crazyclimber_agent_tiny": "atari_CrazyClimber_tiny",
 }
 MSPACMAN_FORMS = [
     "MsPacman", "ms_pacman", "mspacman", "ALE/MsPacman-v5", "MsPacman-v4", "MsPacmanNoFrameskip-v4",

@@ -10,8 +10,8 @@ terminals bool (B, T); action t leads from frame t to t+1. Optional `mask` bool 
 The denoiser learns p(frame t+n | frames t..t+n-1, actions t..t+n-1) on `denoiser_windows` random
 windows per clip (n = context_length); the reward/end model sees every transition of the clip.
 `rew_event_weight` > 1 weighs the cross-entropy of the event classes (rewards -1 and +1, end) that much
-above the common one: under random play ~1-2% of Atari transitions pay a reward, and an unweighted model
-that predicts none sits at its loss floor (DIAMOND: 1, unweighted; with `data.event_weight`, clips holding
+above the common one: under random play ~1-3% of Atari transitions pay a reward, and where the reward is
+hard to see a tiny unweighted model stays at the prior's loss, predicting none (DIAMOND: 1, unweighted; with `data.event_weight`, clips holding
 an event are also drawn more often, common/data/sampler.py).
 """
 
@@ -107,6 +107,10 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         actor_critic: dict | None = None,
     ) -> None:
         super().__init__()
+        if not rew_event_weight > 0:
+            raise ValueError(
+                f"model.world_model.rew_event_weight={rew_event_weight}: must be > 0 (1: unweighted)"
+            )
         self.save_hyperparameters()
         plain_hparams(self)
         inner = InnerModel(

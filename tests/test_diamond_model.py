@@ -269,6 +269,8 @@ def test_rew_event_weight_weighs_the_event_classes():
     per_end = F.cross_entropy(logits_end[keep], out["target_end"], reduction="none")
     w_end = torch.where(out["target_end"] == 1, 5.0, 1.0)
     assert out_w["loss_end"].item() == pytest.approx(((w_end * per_end).sum() / w_end.sum()).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="rew_event_weight=0"):
+        DiamondModule(**TINY, rew_event_weight=0)
 
 
 def test_module_trains_and_evaluates_with_a_plain_trainer(tmp_path):

@@ -41,6 +41,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.frames import frame_batch
+
 SCORES = Path(__file__).with_name("atari_scores.csv")
 
 
@@ -89,8 +91,7 @@ def run_real_episodes(
         policy.reset()
         rewards, frames, actions, done, t = [], [], [], False, 0
         while not done and (max_steps is None or t < max_steps):
-            frame_t = torch.from_numpy(np.array(frame))  # a copy: an env's frame may be read-only
-            action = int(policy.act(frame_t[None])[0])
+            action = int(policy.act(frame_batch(frame))[0])
             if epsilon > 0 and rng.random() < epsilon:
                 action = int(rng.integers(env.num_actions))
             if t < context:

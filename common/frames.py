@@ -8,6 +8,7 @@ k / 255 * 2 - 1), and generated frames come back rounded to the nearest byte aft
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from einops import rearrange
 from torch import Tensor
@@ -26,3 +27,12 @@ def to_uint8(x: Tensor, channels_first: bool = False) -> Tensor:
     (..., H, W, C): clamped to [-1, 1], then rounded to the nearest of the 256 levels."""
     frames = ((x.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
     return rearrange(frames, "... c h w -> ... h w c") if channels_first else frames
+
+
+def frame_batch(frame: np.ndarray) -> Tensor:
+    """One env frame, uint8 (H, W, C), -> a policy's input batch, uint8 (1, H, W, C). The array is copied
+    when it is read-only or not contiguous (an env may hand out a view of its own buffer, which torch would
+    share with a warning), shared otherwise."""
+    if not frame.flags.writeable or not frame.flags.c_contiguous:
+        frame = np.array(frame)
+    return torch.from_numpy(frame)[None]

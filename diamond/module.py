@@ -11,8 +11,8 @@ The denoiser learns p(frame t+n | frames t..t+n-1, actions t..t+n-1) on `denoise
 windows per clip (n = context_length); the reward/end model sees every transition of the clip.
 `rew_event_weight` > 1 weighs the cross-entropy of the event classes (rewards -1 and +1, end) that much
 above the common one: under random play ~1-3% of Atari transitions pay a reward, and where the reward is
-hard to see a tiny unweighted model stays at the prior's loss, predicting none (DIAMOND: 1, unweighted; with `data.event_weight`, clips holding
-an event are also drawn more often, common/data/sampler.py).
+hard to see a tiny unweighted model stays at the prior's loss, predicting none (DIAMOND: 1, unweighted;
+with `data.event_weight`, clips holding an event are also drawn more often, common/data/sampler.py).
 """
 
 from __future__ import annotations

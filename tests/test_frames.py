@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import warnings
+
+import numpy as np
 import pytest
 import torch
 
-from common.frames import to_signed, to_uint8
+from common.frames import frame_batch, to_signed, to_uint8
 
 
 def test_every_byte_round_trips_and_lands_on_each_familys_grid():
@@ -34,3 +37,19 @@ def test_channels_first_moves_the_channel_axis_both_ways(lead):
     assert torch.equal(x, to_signed(frames).movedim(-1, -3))
     back = to_uint8(x, channels_first=True)
     assert back.shape == frames.shape and torch.equal(back, frames)
+
+
+def test_frame_batch_copies_only_what_torch_cannot_share():
+    """An env frame (H, W, C) becomes a (1, H, W, C) uint8 batch: a read-only or strided array is copied
+    (no warning, the env's buffer untouched), a writable contiguous one shared."""
+    frame = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+    shared = frame_batch(frame)
+    assert shared.shape == (1, 4, 5, 3) and shared.dtype == torch.uint8
+    assert shared.data_ptr() == frame.ctypes.data  # no copy
+    frame.setflags(write=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # torch warns when it shares a read-only array
+        copied = frame_batch(frame)
+    assert copied.data_ptr() != frame.ctypes.data and torch.equal(copied[0], torch.from_numpy(frame.copy()))
+    strided = np.zeros((4, 10, 3), np.uint8)[:, ::2]
+    assert frame_batch(strided).shape == (1, 4, 5, 3)

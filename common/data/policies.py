@@ -25,6 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.frames import frame_batch
+
 POLICIES = ("random", "random_repeat", "sticky_random")
 
 
@@ -144,10 +146,10 @@ class AgentActor:
     def resume(self, seed: int, frames: np.ndarray) -> None:
         self.policy.reset()
         for frame in frames[len(frames) - min(len(frames), self.burn_in) :]:
-            self.policy.act(torch.from_numpy(np.ascontiguousarray(frame))[None])
+            self.policy.act(frame_batch(frame))
 
     def __call__(self, frame: np.ndarray) -> int:
-        action = int(self.policy.act(torch.from_numpy(np.ascontiguousarray(frame))[None])[0])
+        action = int(self.policy.act(frame_batch(frame))[0])
         if self.epsilon > 0 and self.rng.random() < self.epsilon:
             action = int(self.rng.integers(self.n))
         return action

@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.frames import frame_batch
+
 
 def action_batch(action: int | np.ndarray, device: str | torch.device = "cpu") -> torch.Tensor:
     """One action -> a batch of one: an index -> long (1,); a float vector (A,) -> float32 (1, A)."""
@@ -67,7 +69,7 @@ class AgentPolicy(PlayPolicy):
         self.device = torch.device(device)
 
     def _act(self, frame: np.ndarray) -> int:
-        frames = torch.from_numpy(np.ascontiguousarray(frame)).to(self.device)[None]  # (1, H, W, C)
+        frames = frame_batch(frame).to(self.device)  # (1, H, W, C)
         return int(self.agent.act(frames)[0])
 
     def begin(self, frames: np.ndarray) -> None:

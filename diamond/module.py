@@ -13,6 +13,7 @@ windows per clip (n = context_length); the reward/end model sees every transitio
 above the common one: under random play ~1-3% of Atari transitions pay a reward, and where the reward is
 hard to see a tiny unweighted model stays at the prior's loss, predicting none (DIAMOND: 1, unweighted;
 with `data.event_weight`, clips holding an event are also drawn more often, common/data/sampler.py).
+`rew_next_frame=False` hides o_{t+1} from the reward/end model (diamond/reward_end.py says when that matters).
 """
 
 from __future__ import annotations
@@ -85,6 +86,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
         rew_channels: list[int] = (32, 32, 32, 32),
         rew_attn_depths: list[bool] = (False, False, False, False),
         rew_event_weight: float = 1.0,
+        rew_next_frame: bool = True,
         # sampler used by world_model()
         num_steps_denoising: int = 3,
         sampler_sigma_min: float = 2e-3,
@@ -126,6 +128,7 @@ class DiamondModule(FamilyCheckpoint, SetPSNRLogging, L.LightningModule):
             rew_depths,
             rew_channels,
             rew_attn_depths,
+            next_frame=rew_next_frame,
         )
         self.actor_critic = None
         if actor_critic is not None:

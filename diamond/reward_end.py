@@ -5,6 +5,12 @@ adaptive GroupNorm of its residual blocks); an LSTM carries state across transit
 emits 3 reward logits (sign of the reward + 1: -1, 0, +1) and 2 termination logits (not end, end).
 In a rollout the LSTM is first "burnt in" over the transitions of the real context frames.
 Frames are float in [-1, 1] (B, T, C, H, W); actions long (B, T).
+
+`next_frame=False` (not DIAMOND's) gives the encoder (o_t, o_t) in place of (o_t, o_{t+1}), with the same
+weights' shapes: the reward of a transition is then predicted from the frames and actions up to it, not
+read off the frame it produced. Where the world model's generated frames barely respond to the action
+(a small model, a small sprite), a reward model that reads the next frame pays imagined rewards that do
+not depend on the agent's action, and an agent trained on them learns nothing about its actions.
 """
 
 from __future__ import annotations
@@ -70,8 +76,10 @@ class RewEndModel(nn.Module):
         depths: list[int],
         channels: list[int],
         attn_depths: list[bool],
+        next_frame: bool = True,
     ) -> None:
         super().__init__()
+        self.next_frame = bool(next_frame)
         self.encoder = RewEndEncoder(2 * img_channels, cond_channels, depths, channels, attn_depths)
         self.act_emb = nn.Embedding(num_actions, cond_channels)
         lstm_in = channels[-1] * (img_size // 2 ** (len(depths) - 1)) ** 2
@@ -100,9 +108,10 @@ class RewEndModel(nn.Module):
         """obs, next_obs: (B, T, C, H, W); act: (B, T); state: LSTM (h, c) or None (zeros).
 
         Returns reward logits (B, T, 3), end logits (B, T, 2) and the LSTM state after the last step.
+        Without `next_frame`, next_obs is not read (obs stands in for it).
         """
         b, t = act.shape
-        x = torch.cat((obs, next_obs), dim=2)
+        x = torch.cat((obs, next_obs if self.next_frame else obs), dim=2)
         x = self.encoder(
             rearrange(x, "b t c h w -> (b t) c h w"), self.act_emb(rearrange(act, "b t -> (b t)"))
         )

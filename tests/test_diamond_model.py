@@ -163,6 +163,25 @@ def test_reward_end_loss_falls_on_a_fixed_batch():
     assert losses[-1] < 0.5 * losses[0]
 
 
+def test_reward_end_model_without_the_next_frame():
+    """next_frame=False: the logits do not depend on o_{t+1} but still on the frame and the action; the
+    weights are those of DIAMOND's model (a state dict moves between the two)."""
+    torch.manual_seed(0)
+    seen = randomize(RewEndModel(3, 16, 3, 8, 16, [1, 1], [8, 8], [False, False]))
+    hidden = RewEndModel(3, 16, 3, 8, 16, [1, 1], [8, 8], [False, False], next_frame=False)
+    hidden.load_state_dict(seen.state_dict())
+    obs, nxt, other = (torch.rand(2, 5, 3, 16, 16) * 2 - 1 for _ in range(3))
+    act = torch.randint(0, 3, (2, 5))
+    out = hidden(obs, act, nxt)[0]
+    assert torch.equal(out, hidden(obs, act, other)[0])
+    assert torch.allclose(out, seen(obs, act, obs)[0])
+    assert not torch.allclose(seen(obs, act, nxt)[0], seen(obs, act, other)[0])
+    assert not torch.allclose(out, hidden(obs, (act + 1) % 3, nxt)[0])
+    assert not torch.allclose(out, hidden(other, act, nxt)[0])
+    module = DiamondModule(**TINY, rew_next_frame=False)
+    assert module.rew_end_model.next_frame is False and DiamondModule(**TINY).rew_end_model.next_frame
+
+
 def test_sampler_euler_and_heun():
     den = Denoiser(randomize(tiny_inner()), 0.5, 0.3)
     prev = torch.rand(2, 4, 3, 16, 16) * 2 - 1

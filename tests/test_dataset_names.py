@@ -27,6 +27,7 @@ DATASETS = {
     "diamond_assault_agent_tiny": "atari_Assault_tiny",
     "diamond_crazyclimber_agent_tiny": "atari_CrazyClimber_tiny",
     "diamond_krull_agent_tiny": "atari_Krull_tiny",
+    "diamond_krull_atari100k_tiny": "atari_Krull_tiny",
 }
 MSPACMAN_FORMS = [
     "MsPacman", "ms_pacman", "mspacman", "ALE/MsPacman-v5", "MsPacman-v4", "MsPacmanNoFrameskip-v4",

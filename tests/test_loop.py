@@ -294,8 +294,20 @@ def test_atari100k_is_diamonds_schedule():
         "agent": {"first": 5000, "per_epoch": 400},
     }
     assert lp.policy_stage == "agent" and cfg.data.num_envs == 1
-    tiny = compose_train(["experiment=diamond_atari100k_tiny"])
-    assert (tiny.loop.env_steps - tiny.loop.first_epoch.min) % tiny.loop.steps_per_epoch == 0
+    for name in ("diamond_atari100k_tiny", "diamond_krull_atari100k_tiny"):
+        tiny = compose_train([f"experiment={name}"])
+        check_schedule(tiny)
+        assert (tiny.loop.env_steps - tiny.loop.first_epoch.min) % tiny.loop.steps_per_epoch == 0
+
+
+def test_krull_loop_validates_the_agent_at_each_epoch_end():
+    """The agent's validation (real episodes beside the imagined return) falls on every epoch's last step,
+    so its curve has one point per epoch of the loop."""
+    cfg = compose_train(["experiment=diamond_krull_atari100k_tiny"])
+    steps = cfg.loop.stage_steps.agent
+    interval = cfg.stage_overrides.agent.trainer.val_check_interval
+    assert steps.first % interval == 0 and steps.per_epoch == interval
+    assert cfg.model.agent.val_episodes > 0 and cfg.data.game == "Krull"
 
 
 @pytest.mark.slow

@@ -301,8 +301,8 @@ def test_atari100k_is_diamonds_schedule():
 
 
 def test_krull_loop_validates_the_agent_at_each_epoch_end():
-    """The agent's validation (real episodes beside the imagined return) falls on every epoch's last step,
-    so its curve has one point per epoch of the loop."""
+    """The schedule puts the agent's validation (real episodes beside the imagined return) on every
+    epoch's last step: val_check_interval divides the first epoch's steps and equals each later epoch's."""
     cfg = compose_train(["experiment=diamond_krull_atari100k_tiny"])
     steps = cfg.loop.stage_steps.agent
     interval = cfg.stage_overrides.agent.trainer.val_check_interval
